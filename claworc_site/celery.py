@@ -1,0 +1,21 @@
+"""The Celery app: configured from Django settings (CELERY_*), tasks autodiscovered."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "claworc_site.settings")
+
+app = Celery("claworc")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _faster_embedded_broker(sender, **kwargs):
+    # The SQLite broker polls; its 1 s default makes every action feel slow. The interval can only
+    # be set on the transport class (passing it in broker_transport_options crashes the worker).
+    if sender.conf.broker_url.startswith("sqla+"):
+        from kombu.transport import sqlalchemy
+
+        sqlalchemy.Transport.polling_interval = 0.05

@@ -1,0 +1,212 @@
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Mod
+from django.db.models.lookups import Exact
+from django.utils.text import slugify
+
+from .validators import (
+    NAME_MAX_LENGTH,
+    validate_config,
+    validate_cpu,
+    validate_instance_name,
+    validate_size,
+)
+
+NAME_PREFIX = "bot-"
+
+
+def derive_name(display_name: str) -> str:
+    """`My Bot` -> `bot-my-bot`: a DNS-1123 label that every resource name is built from."""
+    # slugify keeps ASCII letters, digits, '-' and '_'; '_' is not allowed in a DNS label.
+    slug = re.sub(r"[-_]+", "-", slugify(display_name)).strip("-")
+    if not slug.startswith(NAME_PREFIX):
+        slug = NAME_PREFIX + slug if slug else ""
+    return slug[:NAME_MAX_LENGTH].strip("-").lower()
+
+
+class Instance(models.Model):
+    class DesiredState(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    class Status(models.TextChoices):
+        CREATING = "creating", "Creating"
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        ERROR = "error", "Error"
+        DELETING = "deleting", "Deleting"
+
+    display_name = models.CharField(max_length=100)
+    name = models.CharField(
+        max_length=NAME_MAX_LENGTH,
+        unique=True,
+        blank=True,
+        validators=[validate_instance_name],
+        help_text="Lowercase letters, digits and '-'. Left empty, it is derived from the "
+        "display name: 'My Bot' becomes 'bot-my-bot'. It names the container, volumes and "
+        "config directory, so it cannot change later.",
+    )
+    image = models.CharField(
+        max_length=255, blank=True, help_text="Left empty, CLAWORC_AGENT_IMAGE is used."
+    )
+
+    cpu_request = models.CharField(max_length=16, default="500m", validators=[validate_cpu])
+    cpu_limit = models.CharField(max_length=16, default="2000m", validators=[validate_cpu])
+    memory_request = models.CharField(max_length=16, default="1Gi", validators=[validate_size])
+    memory_limit = models.CharField(max_length=16, default="4Gi", validators=[validate_size])
+    storage_clawdbot = models.CharField(max_length=16, default="5Gi", validators=[validate_size])
+    storage_homebrew = models.CharField(max_length=16, default="10Gi", validators=[validate_size])
+    storage_clawd = models.CharField(max_length=16, default="5Gi", validators=[validate_size])
+    storage_chrome = models.CharField(max_length=16, default="5Gi", validators=[validate_size])
+
+    clawdbot_config = models.JSONField(
+        default=dict, blank=True, validators=[validate_config],
+        help_text="The instance's clawdbot.json, a JSON object.",
+    )
+    # Per-instance API key overrides: a Fernet token of a JSON object, never plain text.
+    encrypted_api_keys = models.TextField(blank=True, default="", editable=False)
+
+    desired_state = models.CharField(
+        max_length=16, choices=DesiredState, default=DesiredState.RUNNING
+    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.CREATING)
+    status_message = models.TextField(blank=True, default="")
+    status_observed_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name or self.display_name
+
+    def clean(self):
+        super().clean()
+        if not self.name:
+            self.name = derive_name(self.display_name)
+            if not self.name:
+                raise ValidationError(
+                    {"display_name": "No ASCII letters or digits to derive a name from; "
+                     "enter a name."}
+                )
+            try:
+                validate_instance_name(self.name)
+            except ValidationError as exc:
+                raise ValidationError({"display_name": exc.messages}) from None
+
+    def save(self, *args, **kwargs):
+        # Derive here too so Instance.objects.create(display_name=...) works from code.
+        if not self.name:
+            self.name = derive_name(self.display_name)
+        validate_instance_name(self.name)
+        super().save(*args, **kwargs)
+
+    @property
+    def effective_image(self) -> str:
+        return self.image or settings.CLAWORC_AGENT_IMAGE
+
+    def vnc_url(self, port: int) -> str:
+        return f"http://{settings.CLAWORC_NODE_IP}:{port}/vnc.html?autoconnect=true"
+
+
+class PortAllocation(models.Model):
+    """A Chrome/Terminal VNC port pair. The unique columns make a double allocation impossible."""
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="ports")
+    port_chrome = models.PositiveIntegerField(unique=True)
+    port_terminal = models.PositiveIntegerField(unique=True)
+
+    class Meta:
+        ordering = ["port_chrome"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Exact(Mod(F("port_chrome"), 2), 0), name="port_chrome_even"
+            ),
+            models.CheckConstraint(
+                condition=Q(port_terminal=F("port_chrome") + 1), name="port_terminal_follows"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.port_chrome}/{self.port_terminal}"
+
+    @property
+    def chrome_vnc_url(self) -> str:
+        return self.instance.vnc_url(self.port_chrome)
+
+    @property
+    def terminal_vnc_url(self) -> str:
+        return self.instance.vnc_url(self.port_terminal)
+
+
+class Setting(models.Model):
+    """Key/value store (the spec's "settings table"): orchestrator_backend, global API keys."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self):
+        return self.key
+
+    @classmethod
+    def get_str(cls, key: str, default: str = "") -> str:
+        value = cls.objects.filter(key=key).values_list("value", flat=True).first()
+        return default if value is None else value
+
+    @classmethod
+    def get_bool(cls, key: str, default: bool = False) -> bool:
+        value = cls.get_str(key, "")
+        if value == "":
+            return default
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+
+    @classmethod
+    def get_int(cls, key: str, default: int = 0) -> int:
+        value = cls.get_str(key, "")
+        try:
+            return int(value)
+        except ValueError:
+            return default
+
+    @classmethod
+    def set(cls, key: str, value) -> None:
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        cls.objects.update_or_create(key=key, defaults={"value": str(value)})
+
+
+class Activity(models.Model):
+    """What was done to an instance, by whom, when, with what result."""
+
+    class Result(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        OK = "ok", "OK"
+        ERROR = "error", "Error"
+        INFO = "info", "Info"
+
+    instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="activities"
+    )
+    instance_name = models.CharField(max_length=NAME_MAX_LENGTH, db_index=True)
+    action = models.CharField(max_length=50)
+    actor = models.CharField(max_length=150, default="system")
+    result = models.CharField(max_length=16, choices=Result, default=Result.INFO)
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "activities"
+
+    def __str__(self):
+        return f"{self.instance_name}: {self.action} ({self.result})"

@@ -1,0 +1,1 @@
+"""Model signals: thin links from model changes to services (see services.py)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class OrchestratorsConfig(AppConfig):
+    name = "orchestrators"
+    verbose_name = "Orchestrators"

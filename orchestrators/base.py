@@ -1,0 +1,168 @@
+"""The orchestrator interface that every backend (Docker, Kubernetes) implements.
+
+Backends know nothing of Django models: they take an `InstanceSpec` and return `Observed`
+state. Every operation is idempotent: "already exists" and "already gone" are success, so a
+redelivered or repeated task converges instead of failing or duplicating.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Names shared by every backend (ARCHITECTURE.md, "Names and resources").
+LABEL_MANAGED_BY = "managed-by"
+MANAGED_BY_VALUE = "claworc"
+LABEL_INSTANCE = "claworc.instance"
+CHROME_VNC_PORT = 6081
+TERMINAL_VNC_PORT = 6082
+CONFIG_MOUNT_PATH = "/etc/clawdbot/clawdbot.json"
+CONFIG_FILENAME = "clawdbot.json"
+# Order matters: it is the order the seed lists the volumes in.
+VOLUME_MOUNTS: dict[str, str] = {
+    "clawdbot": "/root/.clawdbot",
+    "homebrew": "/home/linuxbrew/.linuxbrew",
+    "clawd": "/root/clawd",
+    "chrome": "/root/.config/google-chrome",
+}
+
+
+class Status(enum.StrEnum):
+    """Observed state of an instance's workload."""
+
+    CREATING = "creating"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes quantities: cpu like "500m" or "2", memory like "1Gi"."""
+
+    cpu_request: str = "500m"
+    cpu_limit: str = "2000m"
+    memory_request: str = "1Gi"
+    memory_limit: str = "4Gi"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Volume sizes as Kubernetes quantities (Docker volumes have no size)."""
+
+    clawdbot: str = "5Gi"
+    homebrew: str = "10Gi"
+    clawd: str = "5Gi"
+    chrome: str = "5Gi"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a backend needs to run one instance.
+
+    `env` holds API keys: it is kept out of repr() so a logged or raised spec leaks nothing.
+    """
+
+    name: str
+    image: str
+    port_chrome: int
+    port_terminal: int
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    resources: Resources = field(default_factory=Resources)
+    storage: Storage = field(default_factory=Storage)
+    privileged: bool = True
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTANCE: self.name}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a backend saw of one instance at one moment."""
+
+    name: str
+    status: Status
+    message: str = ""
+    exit_code: int | None = None
+    log_tail: str = ""
+    exists: bool = True
+
+
+class OrchestratorError(Exception):
+    """Base of backend errors. The message is for a person: it says what to do."""
+
+    transient: ClassVar[bool] = False
+
+
+class TransientError(OrchestratorError):
+    """Retry later: daemon or API unreachable, timeout, conflict with a concurrent change."""
+
+    transient = True
+
+
+class FinalError(OrchestratorError):
+    """A person must act (port taken, bad image, privileged refused); retrying will not help."""
+
+
+class Orchestrator(abc.ABC):
+    """One backend. Implementations must be safe to call from several worker processes."""
+
+    backend_name: ClassVar[str]
+    #: Whether workloads run privileged; from the backend's own setting, copied into specs.
+    privileged: bool = True
+
+    @abc.abstractmethod
+    def ping(self) -> str:
+        """Check the backend answers; return a short description (e.g. "server 20.10.24").
+
+        Raises TransientError when it does not.
+        """
+
+    @abc.abstractmethod
+    def ensure(self, spec: InstanceSpec) -> Observed:
+        """Create what is missing and converge what differs, then make the workload run.
+
+        Repeating it with the same spec changes nothing (same container/deployment). A changed
+        env, image, resources or ports is applied, recreating the workload where the backend
+        needs to; volumes are never lost. A host port in use or an image that cannot be had is
+        a FinalError and leaves no half-made workload behind.
+        """
+
+    @abc.abstractmethod
+    def start(self, name: str) -> Observed:
+        """Run an existing, stopped workload. FinalError when it does not exist (call ensure)."""
+
+    @abc.abstractmethod
+    def stop(self, name: str) -> Observed:
+        """Stop the workload, keeping it and its volumes. Already stopped or gone is success."""
+
+    @abc.abstractmethod
+    def restart(self, name: str) -> Observed:
+        """Restart the running workload (start it when stopped)."""
+
+    @abc.abstractmethod
+    def recreate(self, spec: InstanceSpec) -> Observed:
+        """Replace the workload so it runs with the spec's env and config; volumes persist."""
+
+    @abc.abstractmethod
+    def delete(self, name: str, *, purge_volumes: bool = False) -> None:
+        """Remove the workload and config; volumes too when purge_volumes. Gone is success."""
+
+    @abc.abstractmethod
+    def status(self, name: str) -> Observed:
+        """Observed state of one instance; a missing workload is STOPPED with exists=False."""
+
+    @abc.abstractmethod
+    def status_all(self) -> dict[str, Observed]:
+        """Observed state of every managed instance, keyed by name, in ONE list call.
+
+        Includes managed workloads that have no Instance row: the caller reports those.
+        """
+
+    @abc.abstractmethod
+    def logs(self, name: str, lines: int = 100) -> str:
+        """The last `lines` lines of the workload's log ("" when there is none)."""

@@ -1,0 +1,58 @@
+"""Shared fixtures; the test environment itself is set by tests/testenv.py."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.testenv import DATA_DIR
+
+REQUIRE_SERVICES = os.environ.get("CLAWORC_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
+
+
+def need_service(what: str, available: bool, why: str = "") -> None:
+    """Skip when a service is missing locally; fail in CI, where .ci/run must have started it."""
+    if available:
+        return
+    message = f"{what} is not available{': ' + why if why else ''}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (CI requires it: scripts/services.sh starts it)", pytrace=False)
+    pytest.skip(message)
+
+
+def _run_ok(*cmd: str) -> bool:
+    if not shutil.which(cmd[0]):
+        return False
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    need_service("PostgreSQL", _run_ok("pg_isready", "-h", "127.0.0.1", "-q"))
+    return "postgres://claworc:claworc@127.0.0.1:5432/"
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    need_service("Redis", _run_ok("redis-cli", "-h", "127.0.0.1", "ping"))
+    return "redis://127.0.0.1:6379/"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no daemon here"
+        need_service("Docker daemon", False, str(exc))
+    return client
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
