@@ -56,3 +56,12 @@ def docker_client():
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client):
+    """Tag of the locally built stand-in agent image (answers HTTP on 6081 and 6082)."""
+    from tests.docker_support import build_agent_image
+
+    need_service("busybox-static", os.path.exists("/bin/busybox"))
+    return build_agent_image(docker_client)

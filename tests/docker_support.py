@@ -1,0 +1,39 @@
+"""A stand-in agent image built locally (no registry can be reached): busybox httpd answering
+on both VNC ports, like the real agent's noVNC servers."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+AGENT_IMAGE = "claworc-test-agent:1"
+
+_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN mkdir -p /tmp /root /www/chrome /www/terminal \\
+ && echo 'chrome vnc' > /www/chrome/vnc.html && echo 'chrome vnc' > /www/chrome/index.html \\
+ && echo 'terminal vnc' > /www/terminal/vnc.html \\
+ && echo 'terminal vnc' > /www/terminal/index.html
+EXPOSE 6081 6082
+CMD ["/bin/sh", "-c", "httpd -p 6082 -h /www/terminal && exec httpd -f -p 6081 -h /www/chrome"]
+"""
+
+
+def build_agent_image(client, tag: str = AGENT_IMAGE) -> str:
+    """Build the image once per machine; later calls reuse it."""
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        raise RuntimeError("busybox-static is not installed (apt-get install busybox-static)")
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy(busybox, Path(ctx) / "busybox")
+        (Path(ctx) / "Dockerfile").write_text(_DOCKERFILE)
+        client.images.build(path=ctx, tag=tag, rm=True, forcerm=True)
+    return tag
