@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class InstancesConfig(AppConfig):
@@ -6,4 +7,8 @@ class InstancesConfig(AppConfig):
     verbose_name = "Instances"
 
     def ready(self):
-        from . import signals  # noqa: F401  connects the model signals
+        from . import keys, signals  # noqa: F401  signals: connects the model signals
+
+        # A missing or malformed CLAWORC_ENCRYPTION_KEY stops every process here, at start-up.
+        keys.check_encryption_key()
+        checks.register(keys.check_stored_keys_readable, checks.Tags.database)

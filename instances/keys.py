@@ -1,105 +1,282 @@
 """API keys: global ones in Setting, per-instance overrides on Instance, Fernet-encrypted at rest.
 
-The encryption keys come from CLAWORC_ENCRYPTION_KEY (comma-separated, newest first) and are
-never stored in the database.
+The encryption keys come from CLAWORC_ENCRYPTION_KEY (comma-separated, newest first: MultiFernet
+encrypts with the first and decrypts with any) and are never stored in the database.
+
+This module reads and encrypts; state changes that must converge instances live in
+key_services.py. Plain values never leave it except through `effective_env()` (the instance's
+environment) and `mask()`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+
+from orchestrators.base import FinalError
 
 from .models import Instance, Setting
 
-# Environment variable names injected into every instance; extend here.
-KEY_NAMES: tuple[str, ...] = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "BRAVE_API_KEY")
+ENV_VAR = "CLAWORC_ENCRYPTION_KEY"
+# Environment variable names injected into every instance, with the label the admin shows.
+# Adding a provider is one line here (docs/api-keys.md).
+KEYS: dict[str, str] = {
+    "ANTHROPIC_API_KEY": "Anthropic",
+    "OPENAI_API_KEY": "OpenAI",
+    "BRAVE_API_KEY": "Brave Search",
+}
+KEY_NAMES: tuple[str, ...] = tuple(KEYS)
 GLOBAL_PREFIX = "api_key:"
+UNREADABLE = "unreadable — re-enter"
+_GENERATE_HINT = (
+    "generate one with `python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'` (`make run` writes one to data/encryption.key)"
+)
 
 
-class UnreadableKey(Exception):
-    """A stored value that none of the configured encryption keys can decrypt."""
+class UnreadableKey(FinalError):
+    """A stored value that none of the CLAWORC_ENCRYPTION_KEY keys can decrypt.
+
+    A FinalError: retrying cannot help, a person must re-enter the key or restore the old
+    encryption key. The message says where the value is stored, never what it is.
+    """
 
 
 @lru_cache(maxsize=4)
-def _fernet(raw: str) -> MultiFernet:
+def _multifernet(raw: str) -> MultiFernet:
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     if not keys:
-        raise ImproperlyConfigured(
-            "CLAWORC_ENCRYPTION_KEY is not set; generate one with "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
-        )
-    try:
-        return MultiFernet([Fernet(k) for k in keys])
-    except ValueError:
-        raise ImproperlyConfigured(
-            "CLAWORC_ENCRYPTION_KEY holds a value that is not a Fernet key "
-            "(32 url-safe base64-encoded bytes)"
-        ) from None
+        raise ImproperlyConfigured(f"{ENV_VAR} is not set; {_GENERATE_HINT}")
+    fernets = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            fernets.append(Fernet(key))
+        except ValueError:
+            # Never echo the value: it is a secret even when malformed.
+            raise ImproperlyConfigured(
+                f"{ENV_VAR} entry {position} of {len(keys)} is not a Fernet key "
+                f"(32 url-safe base64-encoded bytes); {_GENERATE_HINT}"
+            ) from None
+    return MultiFernet(fernets)
 
 
 def fernet() -> MultiFernet:
-    return _fernet(settings.CLAWORC_ENCRYPTION_KEY)
+    """The configured MultiFernet; ImproperlyConfigured (naming the variable) when unusable."""
+    return _multifernet(settings.CLAWORC_ENCRYPTION_KEY)
+
+
+def check_encryption_key() -> None:
+    """Raise ImproperlyConfigured now, at start-up, rather than inside the first request."""
+    fernet()
 
 
 def encrypt(value: str) -> str:
     return fernet().encrypt(value.encode()).decode()
 
 
-def decrypt(token: str) -> str:
+def decrypt(token: str, *, where: str = "a stored API key") -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken:
-        raise UnreadableKey("unreadable — re-enter") from None
+        raise UnreadableKey(
+            f"{where} cannot be decrypted with {ENV_VAR} (was the key changed?): "
+            f"{UNREADABLE} it in the admin, or put the previous key after the new one"
+        ) from None
 
 
-def get_global_keys() -> dict[str, str]:
-    """Global keys by env name; an unreadable one is left out."""
+def rotate_token(token: str) -> str:
+    """The same plain value, encrypted with the newest key. InvalidToken when unreadable."""
+    return fernet().rotate(token.encode()).decode()
+
+
+MAX_KEY_LENGTH = 1000
+
+
+def normalize_key(value: str) -> str:
+    """The value as stored: surrounding whitespace (a pasted newline) removed.
+
+    ValueError for what cannot be an API key; the message never repeats the value.
+    """
+    value = (value or "").strip()
+    if len(value) > MAX_KEY_LENGTH:
+        raise ValueError(f"An API key has at most {MAX_KEY_LENGTH} characters.")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("An API key cannot contain spaces, line breaks or control characters.")
+    return value
+
+
+def mask(value: str) -> str:
+    """`****` + the last 4 characters: enough to recognise a key, never enough to use it."""
+    return "****" + value[-4:] if value else ""
+
+
+# --- Globals (Setting rows `api_key:<ENV_NAME>`) ------------------------------------------------
+
+def _global_tokens() -> dict[str, str]:
     rows = Setting.objects.filter(key__startswith=GLOBAL_PREFIX).values_list("key", "value")
+    return {
+        key.removeprefix(GLOBAL_PREFIX): token
+        for key, token in rows
+        if key.removeprefix(GLOBAL_PREFIX) in KEYS and token
+    }
+
+
+def get_global_keys(*, strict: bool = False) -> dict[str, str]:
+    """Global keys by env name. An unreadable one raises UnreadableKey when strict, else is
+    left out."""
     keys = {}
-    for key, token in rows:
-        name = key.removeprefix(GLOBAL_PREFIX)
-        if name in KEY_NAMES and token:
-            try:
-                keys[name] = decrypt(token)
-            except UnreadableKey:
-                continue
+    for name, token in _global_tokens().items():
+        try:
+            keys[name] = decrypt(token, where=f"The global {name}")
+        except UnreadableKey:
+            if strict:
+                raise
     return keys
 
 
+def get_global_key(name: str) -> str:
+    """One global key ("" when unset). UnreadableKey when it cannot be decrypted."""
+    token = _global_tokens().get(name, "")
+    return decrypt(token, where=f"The global {name}") if token else ""
+
+
 def set_global_key(name: str, value: str) -> None:
-    if name not in KEY_NAMES:
-        raise ValueError(f"unknown API key name {name!r}; known: {', '.join(KEY_NAMES)}")
+    """Store (or, with "", delete) one global key. No convergence: see key_services."""
+    _check_names([name])
     if value:
         Setting.set(GLOBAL_PREFIX + name, encrypt(value))
     else:
         Setting.objects.filter(key=GLOBAL_PREFIX + name).delete()
 
 
+# --- Per-instance overrides (Instance.encrypted_api_keys) ---------------------------------------
+
 def get_overrides(instance: Instance) -> dict[str, str]:
+    """The instance's overrides by env name. UnreadableKey when they cannot be decrypted."""
     if not instance.encrypted_api_keys:
         return {}
-    return json.loads(decrypt(instance.encrypted_api_keys))
+    plain = decrypt(instance.encrypted_api_keys, where=f"The API key overrides of {instance.name}")
+    return {k: v for k, v in json.loads(plain).items() if k in KEYS and v}
+
+
+def encode_overrides(overrides: dict[str, str]) -> str:
+    """The value for Instance.encrypted_api_keys ("" when there is no override)."""
+    _check_names(overrides)
+    clean = {k: v for k, v in sorted(overrides.items()) if v}
+    return encrypt(json.dumps(clean)) if clean else ""
 
 
 def set_overrides(instance: Instance, overrides: dict[str, str]) -> None:
     """Store the overrides on the instance (the caller saves it). Empty values are dropped."""
-    unknown = set(overrides) - set(KEY_NAMES)
-    if unknown:
-        raise ValueError(f"unknown API key names: {', '.join(sorted(unknown))}")
-    clean = {k: v for k, v in overrides.items() if v}
-    instance.encrypted_api_keys = encrypt(json.dumps(clean)) if clean else ""
+    instance.encrypted_api_keys = encode_overrides(overrides)
 
 
 def effective_env(instance: Instance) -> dict[str, str]:
-    """Globals overlaid with the instance's overrides: the environment the agent gets."""
-    env = get_global_keys()
+    """Globals overlaid with the instance's overrides: the environment the agent gets.
+
+    Raises UnreadableKey (a FinalError) instead of silently dropping a key: a container
+    recreated without its key would look healthy and fail at its first LLM call.
+    """
+    env = get_global_keys(strict=True)
     env.update(get_overrides(instance))
     return env
 
 
-def mask(value: str) -> str:
-    return "****" + value[-4:] if value else ""
+# --- What the admin shows -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KeyDisplay:
+    """How one stored key is shown: never the value, only whether it is set and its mask."""
+
+    is_set: bool = False
+    masked: str = ""
+    unreadable: bool = False
+
+    def __str__(self) -> str:
+        if self.unreadable:
+            return UNREADABLE
+        return self.masked if self.is_set else ""
+
+
+def global_key_display() -> dict[str, KeyDisplay]:
+    tokens = _global_tokens()
+    shown = {}
+    for name in KEY_NAMES:
+        token = tokens.get(name)
+        if not token:
+            shown[name] = KeyDisplay()
+            continue
+        try:
+            shown[name] = KeyDisplay(True, mask(decrypt(token)))
+        except UnreadableKey:
+            shown[name] = KeyDisplay(True, unreadable=True)
+    return shown
+
+
+def override_display(instance: Instance) -> dict[str, KeyDisplay]:
+    try:
+        overrides = get_overrides(instance)
+    except UnreadableKey:
+        return {name: KeyDisplay(True, unreadable=True) for name in KEY_NAMES}
+    return {
+        name: KeyDisplay(True, mask(overrides[name])) if name in overrides else KeyDisplay()
+        for name in KEY_NAMES
+    }
+
+
+def _check_names(names: Iterable[str]) -> None:
+    unknown = sorted(set(names) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown API key names: {', '.join(unknown)}; known: "
+                         f"{', '.join(KEY_NAMES)}")
+
+
+# --- Start-up checks ----------------------------------------------------------------------------
+
+def check_stored_keys_readable(app_configs=None, databases=None, **kwargs):
+    """System check (database): stored values the configured keys cannot decrypt.
+
+    Every value unreadable means the encryption key is wrong: an Error, so `migrate` (the first
+    step of every start) stops with the variable's name. Some unreadable is a Warning: the
+    admin shows those as "unreadable — re-enter".
+    """
+    if not databases:
+        return []
+    try:
+        fernet()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="claworc.E001")]
+    from django.db import DatabaseError
+
+    try:
+        tokens = list(_global_tokens().values()) + list(
+            Instance.objects.exclude(encrypted_api_keys="")
+            .values_list("encrypted_api_keys", flat=True)
+        )
+    except DatabaseError:
+        return []  # not migrated yet: nothing stored to check
+    unreadable = 0
+    for token in tokens:
+        try:
+            fernet().decrypt(token.encode())
+        except InvalidToken:
+            unreadable += 1
+    if not unreadable:
+        return []
+    hint = (f"Put the previous key after the new one in {ENV_VAR} (comma-separated, newest "
+            "first) and run `manage.py rotate_encryption_key`; if it is lost, run "
+            "`manage.py rotate_encryption_key --forget-unreadable` and re-enter the keys.")
+    if unreadable == len(tokens):
+        return [checks.Error(
+            f"{ENV_VAR} cannot decrypt any of the {len(tokens)} stored API key values: it is "
+            "not the key they were encrypted with.", hint=hint, id="claworc.E002")]
+    return [checks.Warning(
+        f"{unreadable} of {len(tokens)} stored API key values cannot be decrypted with "
+        f"{ENV_VAR}; the admin shows them as \"{UNREADABLE}\".", hint=hint, id="claworc.W001")]
