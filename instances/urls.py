@@ -1,4 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "instances"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.instance_list, name="list"),
+    path("instances/<slug:name>/", views.instance_detail, name="detail"),
+    path("health", views.health, name="health"),
+]

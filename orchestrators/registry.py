@@ -156,19 +156,20 @@ def _factory(name: str) -> Callable[[], Orchestrator]:
     raise ValueError(f"unknown orchestrator backend {name!r}")
 
 
+_FINGERPRINT_SETTINGS = (
+    "CLAWORC_DOCKER_HOST", "CLAWORC_DOCKER_CONFIG_DIR", "CLAWORC_DOCKER_HOST_CONFIG_DIR",
+    "CLAWORC_DOCKER_PRIVILEGED",
+    "CLAWORC_DOCKER_INIT", "CLAWORC_K8S_NAMESPACE", "CLAWORC_K8S_PRIVILEGED", "CLAWORC_NODE_IP",
+)
+_FINGERPRINT_ENV = ("DOCKER_HOST", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+
+
 def _fingerprint() -> tuple:
     """What a cached client depends on: a changed setting or environment builds a new one."""
     return (
         os.getpid(),
-        settings.CLAWORC_DOCKER_HOST,
-        settings.CLAWORC_DOCKER_CONFIG_DIR,
-        settings.CLAWORC_DOCKER_PRIVILEGED,
-        settings.CLAWORC_K8S_NAMESPACE,
-        settings.CLAWORC_K8S_PRIVILEGED,
-        settings.CLAWORC_NODE_IP,
-        os.environ.get("DOCKER_HOST"),
-        os.environ.get("KUBECONFIG"),
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        *(getattr(settings, name, None) for name in _FINGERPRINT_SETTINGS),
+        *(os.environ.get(name) for name in _FINGERPRINT_ENV),
     )
 
 

@@ -1,0 +1,199 @@
+"""Read-only status pages for staff, and `GET /health` for people and load balancers.
+
+Nothing here changes state. The list page reads the database only (a constant number of
+queries); the instance page asks the orchestrator for its log tail under a strict timeout, and
+/health pings the orchestrator the same way, so a dead daemon cannot hang either.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import logging
+import re
+import time
+from collections import Counter
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+
+from orchestrators import registry
+from orchestrators.base import OrchestratorError
+
+from . import keys
+from .models import Instance
+
+logger = logging.getLogger(__name__)
+
+_STARTED = time.monotonic()
+#: Seconds the pages auto-refresh after (a meta refresh: no JavaScript needed).
+REFRESH_SECONDS = 10
+#: Seconds /health and the instance page wait for the orchestrator.
+ORCHESTRATOR_TIMEOUT = 2.0
+LOG_LINES = 50
+ACTIVITY_ROWS = 20
+
+try:
+    VERSION = importlib.metadata.version("claworc")
+except importlib.metadata.PackageNotFoundError:  # running from a plain checkout
+    VERSION = "unknown"
+
+
+def staff_required(view):
+    """Anonymous users go to the admin login; signed-in users who are not staff get 403."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+        if not (user.is_active and user.is_staff):
+            raise PermissionDenied("Staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@never_cache
+@staff_required
+def instance_list(request):
+    instances = list(Instance.objects.select_related("ports").order_by("name"))
+    counts = Counter(i.status for i in instances)
+    summary = [
+        (label, counts.get(value, 0), value)
+        for value, label in Instance.Status.choices
+        if counts.get(value) or value in ("running", "stopped", "error")
+    ]
+    return render(request, "instances/list.html", {
+        "instances": instances,
+        "total": len(instances),
+        "summary": summary,
+        "backend": registry.current_backend_name(),
+        "refresh": REFRESH_SECONDS,
+        "now": timezone.now(),
+    })
+
+
+@never_cache
+@staff_required
+def instance_detail(request, name):
+    instance = get_object_or_404(Instance.objects.select_related("ports"), name=name)
+    backend = registry.current_backend_name()
+    log_tail, log_error = _log_tail(instance.name)
+    return render(request, "instances/detail.html", {
+        "instance": instance,
+        "ports": getattr(instance, "ports", None),
+        "backend": backend,
+        "resources": [
+            ("CPU", instance.cpu_request, instance.cpu_limit),
+            ("Memory", instance.memory_request, instance.memory_limit),
+        ],
+        "volumes": [
+            (suffix, volume, path, getattr(instance, f"storage_{suffix}", ""))
+            for suffix, volume, path in registry.volume_names(instance.name, backend)
+        ],
+        "config": json.dumps(mask_secrets(instance.clawdbot_config or {}), indent=2),
+        "api_keys": _api_keys(instance),
+        "activities": list(instance.activities.all()[:ACTIVITY_ROWS]),
+        "log_tail": log_tail,
+        "log_error": log_error,
+        "log_lines": LOG_LINES,
+        "refresh": REFRESH_SECONDS,
+    })
+
+
+def _log_tail(name: str) -> tuple[str, str]:
+    """(log text, why it is missing). Never waits longer than ORCHESTRATOR_TIMEOUT."""
+    try:
+        # No detection in a request: the stored or last detected backend, or nothing.
+        orchestrator = registry.get_orchestrator(detect_if_needed=False)
+        text = registry.call_with_timeout(
+            lambda: orchestrator.logs(name, lines=LOG_LINES), ORCHESTRATOR_TIMEOUT,
+            f"{orchestrator.backend_name} logs",
+        )
+    except OrchestratorError as exc:
+        return "", str(exc)
+    except Exception as exc:  # noqa: BLE001 - the page must render whatever the backend does
+        logger.warning("log tail of %s failed: %s", name, type(exc).__name__)
+        return "", f"could not read the log ({type(exc).__name__})"
+    return text or "", ""
+
+
+def _api_keys(instance: Instance) -> list[tuple[str, str, str, str]]:
+    """(env name, label, masked value, where it comes from) per known key; never a full value."""
+    overrides = keys.override_display(instance)
+    globals_ = keys.global_key_display()
+    rows = []
+    for key_name in keys.KEY_NAMES:
+        label = keys.KEYS.get(key_name, key_name)
+        own, shared = overrides.get(key_name), globals_.get(key_name)
+        if own is not None and own.is_set:
+            rows.append((key_name, label, str(own), "this instance"))
+        elif shared is not None and shared.is_set:
+            rows.append((key_name, label, str(shared), "global"))
+        else:
+            rows.append((key_name, label, "", "not set"))
+    return rows
+
+
+_SECRET_KEY_RE = re.compile(
+    r"(api[_-]?key|apikey|token|secret|passw(or)?d|credential|private[_-]?key|auth|cookie|"
+    r"session)", re.IGNORECASE,
+)
+# Well-known token shapes, masked wherever they appear (Anthropic/OpenAI, Slack, GitHub, AWS).
+_SECRET_VALUE_RE = re.compile(r"^(sk-|xox[abpr]-|gh[pousr]_|github_pat_|AKIA)[A-Za-z0-9_\-]{6,}")
+
+
+def mask_secrets(value, key: str = ""):
+    """A copy of a JSON value with every secret-looking string masked like the admin does."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if isinstance(value, str) and value:
+        if _SECRET_KEY_RE.search(key) or _SECRET_VALUE_RE.match(value):
+            return keys.mask(value)
+    return value
+
+
+@never_cache
+def health(request):
+    """JSON status: 200 when the database answers, 503 when it does not. No secrets."""
+    database, db_ok = _database_state()
+    if db_ok:
+        check = registry.check(timeout=ORCHESTRATOR_TIMEOUT)
+        backend = check.backend
+    else:
+        # The stored choice is in the database: report what this process last used.
+        backend = registry.last_known_backend_name()
+        check = registry.Check(backend, False, "not checked: the database is unavailable")
+    status = "ok" if db_ok and check.reachable else ("degraded" if db_ok else "error")
+    return JsonResponse(
+        {
+            "status": status,
+            "orchestrator_backend": backend,
+            "orchestrator": {"reachable": check.reachable, "detail": check.detail},
+            "database": database,
+            "version": VERSION,
+            "uptime_seconds": round(time.monotonic() - _STARTED, 1),
+        },
+        status=200 if db_ok else 503,
+    )
+
+
+def _database_state() -> tuple[dict, bool]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - reported by class only: messages may hold hosts
+        logger.warning("health: database unavailable: %s", type(exc).__name__)
+        return {"ok": False, "vendor": connection.vendor, "error": type(exc).__name__}, False
+    return {"ok": True, "vendor": connection.vendor}, True
