@@ -109,6 +109,8 @@ CLAWORC_K8S_PRIVILEGED = env_bool(env, "CLAWORC_K8S_PRIVILEGED", True)
 CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="")
 CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30)
 CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600)
+# Hard time limit (seconds) of one orchestration task; a per-instance lease lasts 10 s longer.
+CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's SQLAlchemy transport on a SQLite file.

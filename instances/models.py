@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
+from django.utils import timezone
 from django.utils.text import slugify
 
 from .validators import (
@@ -70,12 +71,29 @@ class Instance(models.Model):
     # Per-instance API key overrides: a Fernet token of a JSON object, never plain text.
     encrypted_api_keys = models.TextField(blank=True, default="", editable=False)
 
+    class RequestedAction(models.TextChoices):
+        NONE = "", "None"
+        RESTART = "restart", "Restart"
+        RECREATE = "recreate", "Recreate"
+
     desired_state = models.CharField(
         max_length=16, choices=DesiredState, default=DesiredState.RUNNING
+    )
+    # A one-shot operation the next reconcile performs once, then clears. Kept on the row (not
+    # only in the task message) so that a lost or crashed task is finished by reconcile_all.
+    requested_action = models.CharField(
+        max_length=16, choices=RequestedAction, default=RequestedAction.NONE, blank=True,
+        editable=False,
+    )
+    keep_volumes = models.BooleanField(
+        "keep volumes when deleted", default=False,
+        help_text="Deleting the instance keeps its four volumes (its data) when this is set.",
     )
     status = models.CharField(max_length=16, choices=Status, default=Status.CREATING)
     status_message = models.TextField(blank=True, default="")
     status_observed_at = models.DateTimeField(null=True, blank=True)
+    # When `status` last changed value: what the "creating" timeout is measured from.
+    status_since = models.DateTimeField(default=timezone.now, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -85,6 +103,13 @@ class Instance(models.Model):
 
     def __str__(self):
         return self.name or self.display_name
+
+    def save(self, *args, **kwargs):
+        # Derive here too so Instance.objects.create(display_name=...) works from code.
+        if not self.name:
+            self.name = derive_name(self.display_name)
+        validate_instance_name(self.name)
+        super().save(*args, **kwargs)
 
     def clean(self):
         super().clean()
@@ -99,13 +124,6 @@ class Instance(models.Model):
                 validate_instance_name(self.name)
             except ValidationError as exc:
                 raise ValidationError({"display_name": exc.messages}) from None
-
-    def save(self, *args, **kwargs):
-        # Derive here too so Instance.objects.create(display_name=...) works from code.
-        if not self.name:
-            self.name = derive_name(self.display_name)
-        validate_instance_name(self.name)
-        super().save(*args, **kwargs)
 
     @property
     def effective_image(self) -> str:
@@ -210,3 +228,37 @@ class Activity(models.Model):
 
     def __str__(self):
         return f"{self.instance_name}: {self.action} ({self.result})"
+
+
+class InstanceLease(models.Model):
+    """Who is acting on the instance called `name` now; keyed by name so teardown (after the row
+    is gone) and a reconcile of the same name exclude each other.
+
+    Taken with one atomic INSERT or UPDATE ... WHERE expired, in autocommit, so the lock works
+    across processes on SQLite and PostgreSQL without a transaction held open during Docker calls.
+    A killed worker's lease simply expires.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    owner = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} held by {self.owner} until {self.expires_at:%H:%M:%S}"
+
+
+class OrphanWorkload(models.Model):
+    """A workload labelled managed-by=claworc that has no Instance row: reported, never deleted."""
+
+    name = models.CharField(max_length=255, unique=True)
+    backend = models.CharField(max_length=32)
+    status = models.CharField(max_length=16)
+    message = models.TextField(blank=True, default="")
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

@@ -1,1 +1,22 @@
-"""Model signals: thin links from model changes to services (see services.py)."""
+"""Model signals: thin links from model changes to services (the flow reads in services.py)."""
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from . import services
+from .models import Instance
+
+
+@receiver(post_save, sender=Instance, dispatch_uid="instances.provision")
+def provision_on_create(sender, instance, created, raw=False, **kwargs):
+    # raw: loaddata restores rows as they were, it does not ask for new workloads.
+    if created and not raw:
+        services.instance_provision(instance=instance)
+
+
+@receiver(post_delete, sender=Instance, dispatch_uid="instances.teardown")
+def teardown_on_delete(sender, instance, **kwargs):
+    # The row is gone by the time the task runs: pass its name and the flag, not the object.
+    services.instance_teardown_enqueue(
+        name=instance.name, purge_volumes=not instance.keep_volumes
+    )

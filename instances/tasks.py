@@ -1,0 +1,75 @@
+"""Celery tasks: thin wrappers that take ids and plain strings and call a service.
+
+Every task is idempotent (the orchestrator's operations are), so `acks_late` is safe: a task
+whose worker died is delivered again and finishes the job. Transient orchestrator errors, and a
+lease held by another worker, are retried with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from orchestrators.base import TransientError
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+HARD_LIMIT = settings.CLAWORC_TASK_TIME_LIMIT
+# The soft limit raises inside the task, which then records why it stopped and frees its lease.
+SOFT_LIMIT = max(HARD_LIMIT - 10, int(HARD_LIMIT * 0.8))
+
+_per_instance = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (TransientError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "soft_time_limit": SOFT_LIMIT,
+    "time_limit": HARD_LIMIT,
+}
+
+
+def _last_attempt(task) -> bool:
+    return task.request.retries >= task.max_retries
+
+
+@shared_task(**_per_instance)
+def reconcile_instance(self, pk: int) -> str:
+    """Converge instance `pk` to its desired state."""
+    return services.instance_converge(
+        pk=pk, owner=services.lease_owner(self.request.id), last_attempt=_last_attempt(self)
+    )
+
+
+@shared_task(**_per_instance)
+def teardown_instance(self, name: str, purge_volumes: bool) -> str:
+    """Remove what is left of a deleted instance (its row is gone: hence the name, not an id)."""
+    return services.instance_teardown(
+        name=name, purge_volumes=purge_volumes, owner=services.lease_owner(self.request.id),
+        last_attempt=_last_attempt(self),
+    )
+
+
+@shared_task(bind=True, acks_late=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+def observe_instance(self, pk: int) -> str:
+    """Read instance `pk`'s workload state again and write it."""
+    return services.instance_observe(pk=pk, owner=services.lease_owner(self.request.id))
+
+
+@shared_task(bind=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+def reconcile_all(self) -> str:
+    """Periodic (Celery beat): observe everything in one list call, repair drift."""
+    try:
+        report = services.instances_reconcile_all(owner=services.lease_owner(self.request.id))
+    except TransientError as exc:
+        # The next beat tries again; retrying here would only pile runs up.
+        logger.warning("reconcile_all skipped: %s", exc)
+        return f"skipped: {exc}"
+    return str(report) if report else "busy"
