@@ -100,6 +100,9 @@ LOGIN_URL = "admin:login"
 CLAWORC_NODE_IP = env.str("CLAWORC_NODE_IP", default="192.168.1.104")
 CLAWORC_DOCKER_CONFIG_DIR = env.str("CLAWORC_DOCKER_CONFIG_DIR", default="/app/data/configs")
 CLAWORC_DOCKER_HOST = env.str("CLAWORC_DOCKER_HOST", default="") or None
+# Where the Docker daemon sees CLAWORC_DOCKER_CONFIG_DIR. Unset: the same path, or, when the
+# dashboard runs in a container, derived from its mounts (orchestrators/docker_host.py).
+CLAWORC_DOCKER_HOST_CONFIG_DIR = env.str("CLAWORC_DOCKER_HOST_CONFIG_DIR", default="")
 CLAWORC_PORT_START, CLAWORC_PORT_END = port_range(env)
 CLAWORC_AGENT_IMAGE = env.str("CLAWORC_AGENT_IMAGE", default="glukw/openclaw-vnc-chrome:latest")
 CLAWORC_DOCKER_PRIVILEGED = env_bool(env, "CLAWORC_DOCKER_PRIVILEGED", True)
