@@ -106,6 +106,8 @@ CLAWORC_DOCKER_HOST_CONFIG_DIR = env.str("CLAWORC_DOCKER_HOST_CONFIG_DIR", defau
 CLAWORC_PORT_START, CLAWORC_PORT_END = port_range(env)
 CLAWORC_AGENT_IMAGE = env.str("CLAWORC_AGENT_IMAGE", default="glukw/openclaw-vnc-chrome:latest")
 CLAWORC_DOCKER_PRIVILEGED = env_bool(env, "CLAWORC_DOCKER_PRIVILEGED", True)
+# Run an init process as PID 1 in agent containers (the real agent runs systemd as PID 1).
+CLAWORC_DOCKER_INIT = env_bool(env, "CLAWORC_DOCKER_INIT", False)
 CLAWORC_K8S_NAMESPACE = env.str("CLAWORC_K8S_NAMESPACE", default="claworc")
 CLAWORC_K8S_PRIVILEGED = env_bool(env, "CLAWORC_K8S_PRIVILEGED", True)
 # Fernet keys for API keys at rest, comma-separated, newest first (MultiFernet rotation).

@@ -16,6 +16,8 @@ TEST_ENV = {
     "CLAWORC_DOCKER_CONFIG_DIR": os.path.join(DATA_DIR, "configs"),
     # This kernel refuses privileged containers (see docs/development.md).
     "CLAWORC_DOCKER_PRIVILEGED": "false",
+    # The busybox stand-in agent ignores SIGTERM as PID 1; an init forwards it.
+    "CLAWORC_DOCKER_INIT": "true",
     "CLAWORC_NODE_IP": "127.0.0.1",
     "CLAWORC_ENCRYPTION_KEY": "y9v4m3b0l9cH3A3dB2mYk1V3tW5nQ0xRzJ8sE6fG7hI=",
 }

@@ -1,0 +1,728 @@
+"""The Docker backend: one container, four named volumes and a bind-mounted config file per
+instance, on one Docker daemon (docs/docker-backend.md maps it to the user's spec).
+
+Docker arguments are built by pure functions (`volume_names`, `config_path`,
+`container_create_kwargs`, `map_status`) so tests can read them without a daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from .base import (
+    CHROME_VNC_PORT,
+    CONFIG_FILENAME,
+    CONFIG_MOUNT_PATH,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY_VALUE,
+    TERMINAL_VNC_PORT,
+    VOLUME_MOUNTS,
+    FinalError,
+    InstanceSpec,
+    Observed,
+    Orchestrator,
+    OrchestratorError,
+    Status,
+    TransientError,
+)
+from .quantity import parse_bytes, parse_cpu
+
+logger = logging.getLogger(__name__)
+
+#: Label holding a digest of everything the container was created with: a different digest
+#: means the container must be recreated. A digest, so no secret is readable from it.
+LABEL_SPEC_HASH = "claworc.spec-hash"
+PING_TIMEOUT = 5
+#: Seconds between SIGTERM and SIGKILL when stopping (Docker's own default).
+STOP_TIMEOUT = 10
+LOG_TAIL_LINES = 50
+PRIVILEGED_HINT = (
+    "The agent image requires --privileged mode. Ensure Docker Desktop has not disabled "
+    "privileged containers (set CLAWORC_DOCKER_PRIVILEGED=false only where the kernel refuses it)."
+)
+# Same rule as instance names (ARCHITECTURE.md): also keeps names safe as a directory name.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PORT_IN_USE_RE = re.compile(
+    r"port is already allocated|address already in use", re.IGNORECASE
+)
+_PORT_NUMBER_RE = re.compile(r":(\d{1,5})(?:\s|:|$| failed)")
+_EXIT_CODE_RE = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
+_PRIVILEGED_RE = re.compile(
+    r"unable to apply caps|privileged|operation not permitted", re.IGNORECASE
+)
+
+
+# --- pure builders ------------------------------------------------------------------------------
+
+
+def volume_names(name: str) -> dict[str, str]:
+    """Volume name per suffix, in the seed's order: {"clawdbot": "claworc-<name>-clawdbot", …}."""
+    return {suffix: f"claworc-{name}-{suffix}" for suffix in VOLUME_MOUNTS}
+
+
+def config_dir_for(config_dir: str, name: str) -> str:
+    return os.path.join(config_dir, name)
+
+
+def config_path(config_dir: str, name: str) -> str:
+    """`{config_dir}/{name}/clawdbot.json`, as the seed names it."""
+    return os.path.join(config_dir, name, CONFIG_FILENAME)
+
+
+def config_bytes(config: Any) -> bytes:
+    # Sorted keys: a database that reorders JSON keys must not look like a config change.
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def check_name(name: str) -> None:
+    if not _NAME_RE.match(name or "") or len(name) > 59:
+        raise FinalError(
+            f"{name!r} is not a valid instance name (lowercase letters, digits and '-', "
+            "at most 59 characters)"
+        )
+
+
+def container_create_kwargs(
+    spec: InstanceSpec, host_config_file: str, *, privileged: bool, init: bool
+) -> dict[str, Any]:
+    """Keyword arguments for `DockerClient.containers.create()` for this spec.
+
+    `host_config_file` is the config file's path as the daemon sees it. Raises ValueError for
+    a resource quantity Docker cannot take.
+    """
+    check_name(spec.name)
+    res = spec.resources
+    mem_limit = parse_bytes(res.memory_limit)
+    mem_reservation = parse_bytes(res.memory_request)
+    if mem_reservation > mem_limit:
+        raise ValueError(
+            f"memory request {res.memory_request} is more than the memory limit {res.memory_limit}"
+        )
+    mounts = [
+        Mount(target=path, source=volume, type="volume")
+        for (suffix, path), volume in zip(
+            VOLUME_MOUNTS.items(), volume_names(spec.name).values(), strict=True
+        )
+    ]
+    # A Mount (not a bind in `volumes`): a missing source file is an error, where a bind would
+    # silently create an empty directory in its place.
+    mounts.append(Mount(target=CONFIG_MOUNT_PATH, source=host_config_file, type="bind",
+                        read_only=True))
+    kwargs: dict[str, Any] = {
+        "name": spec.name,
+        "image": spec.image,
+        "environment": dict(spec.env),
+        "labels": spec.labels(),
+        "ports": {f"{CHROME_VNC_PORT}/tcp": spec.port_chrome,
+                  f"{TERMINAL_VNC_PORT}/tcp": spec.port_terminal},
+        "mounts": mounts,
+        "privileged": privileged,
+        "init": init,
+        "restart_policy": {"Name": "unless-stopped"},
+        "nano_cpus": int(parse_cpu(res.cpu_limit) * 10**9),
+        # The CPU request becomes a relative weight under contention, as on Kubernetes.
+        "cpu_shares": max(2, int(parse_cpu(res.cpu_request) * 1024)),
+        "mem_limit": mem_limit,
+        "mem_reservation": mem_reservation,
+    }
+    kwargs["labels"][LABEL_SPEC_HASH] = spec_hash(kwargs)
+    return kwargs
+
+
+def spec_hash(kwargs: dict[str, Any]) -> str:
+    """Digest of the create arguments (without the hash label itself)."""
+    material = dict(kwargs)
+    material["labels"] = {k: v for k, v in kwargs["labels"].items() if k != LABEL_SPEC_HASH}
+    blob = json.dumps(material, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def map_status(state: str, health: str | None) -> Status:
+    """Docker state (+ health status) to Status, exactly as issue 3 maps them."""
+    if state == "running":
+        if health == "starting":
+            return Status.CREATING
+        if health == "unhealthy":
+            return Status.ERROR
+        return Status.RUNNING
+    if state in {"created", "restarting"}:
+        return Status.CREATING
+    # exited, dead, paused, removing
+    return Status.STOPPED
+
+
+def health_from_list_status(text: str) -> str | None:
+    """The health part of `docker ps`'s Status column ("Up 3 minutes (healthy)")."""
+    if "(unhealthy)" in text:
+        return "unhealthy"
+    if "(health: starting)" in text:
+        return "starting"
+    if "(healthy)" in text:
+        return "healthy"
+    return None
+
+
+def observed_from_list(entry: dict[str, Any]) -> Observed:
+    """Observed state from one entry of a container list (no extra API call)."""
+    labels = entry.get("Labels") or {}
+    name = labels.get(LABEL_INSTANCE) or (entry.get("Names") or ["/?"])[0].lstrip("/")
+    state = entry.get("State", "")
+    text = entry.get("Status", "")
+    if state == "running" and "(Paused)" in text:
+        state = "paused"
+    exit_code = None
+    match = _EXIT_CODE_RE.match(text)
+    if match and state in {"exited", "restarting"}:
+        exit_code = int(match.group(1))
+    return Observed(
+        name=name,
+        status=map_status(state, health_from_list_status(text)),
+        message=text or state,
+        exit_code=exit_code,
+    )
+
+
+def _inspect_state(attrs: dict[str, Any]) -> tuple[str, str | None]:
+    state = attrs.get("State") or {}
+    status = state.get("Status", "")
+    if status == "running" and state.get("Paused"):
+        status = "paused"
+    health = (state.get("Health") or {}).get("Status")
+    return status, health
+
+
+def observed_from_inspect(name: str, attrs: dict[str, Any], log_tail: str = "") -> Observed:
+    state = attrs.get("State") or {}
+    docker_state, health = _inspect_state(attrs)
+    status = map_status(docker_state, health)
+    exit_code = state.get("ExitCode") if docker_state in {"exited", "dead", "restarting"} else None
+    if docker_state == "running" and health == "unhealthy":
+        checks = (state.get("Health") or {}).get("Log") or []
+        last = (checks[-1].get("Output") or "").strip() if checks else ""
+        message = "health check failing" + (f": {last[:200]}" if last else "")
+    elif docker_state in {"exited", "dead"}:
+        message = f"{docker_state} with code {exit_code}"
+        if state.get("Error"):
+            message += f": {state['Error']}"
+    elif health:
+        message = f"{docker_state} ({health})"
+    else:
+        message = docker_state
+    return Observed(name=name, status=status, message=message, exit_code=exit_code,
+                    log_tail=log_tail)
+
+
+def _timestamp_ns(value: str) -> int:
+    """Docker's RFC 3339 timestamp with nanoseconds, as integer nanoseconds since the epoch."""
+    match = re.match(r"^(.*?T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value or "")
+    if not match:
+        return 0
+    base, frac, zone = match.groups()
+    seconds = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return int(seconds) * 10**9 + int(((frac or "") + "000000000")[:9])
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> bool:
+    """Write `data` to `path` unless it already holds exactly that; True when it wrote.
+
+    A temporary file in the same directory replaced over the target: a container starting at
+    any moment mounts either the old file or the new one, never a half-written one.
+    """
+    directory = os.path.dirname(path)
+    # The directory keeps other host users out (the config may hold tokens); the file itself
+    # stays readable for whichever user the agent runs as inside the container.
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        with open(path, "rb") as current:
+            if current.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=".clawdbot-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def port_in_use_message(explanation: str, spec_ports: tuple[int, int]) -> str | None:
+    """A person-facing message when Docker's error says a host port is taken, else None."""
+    if not _PORT_IN_USE_RE.search(explanation or ""):
+        return None
+    ports = [int(p) for p in _PORT_NUMBER_RE.findall(explanation) if int(p) in spec_ports]
+    named = ports[0] if ports else " and ".join(str(p) for p in spec_ports)
+    return (
+        f"Port {named} is already in use on the Docker host; free it or change "
+        "CLAWORC_PORT_START/CLAWORC_PORT_END so the dashboard allocates a free range."
+    )
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+class DockerOrchestrator(Orchestrator):
+    """Instances as containers on one Docker daemon.
+
+    The client is made on first use (constructing never touches the network) and again after
+    a fork, so one object can be built at import time and used from prefork workers.
+    """
+
+    backend_name = "docker"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        config_dir: str,
+        host_config_dir: str | None = None,
+        privileged: bool = True,
+        init: bool = False,
+        timeout: int = 30,
+        client=None,
+    ) -> None:
+        self.base_url = base_url
+        self.config_dir = config_dir
+        self.host_config_dir = host_config_dir or config_dir
+        self.privileged = privileged
+        self.init = init
+        self.timeout = timeout
+        self._client = client
+        self._owns_client = client is None
+        self._client_pid = os.getpid()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> DockerOrchestrator:
+        """Built from CLAWORC_DOCKER_* settings; keyword arguments override them."""
+        from django.conf import settings
+
+        kwargs: dict[str, Any] = {
+            "base_url": settings.CLAWORC_DOCKER_HOST,
+            "config_dir": settings.CLAWORC_DOCKER_CONFIG_DIR,
+            "privileged": settings.CLAWORC_DOCKER_PRIVILEGED,
+            "init": settings.CLAWORC_DOCKER_INIT,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"DockerOrchestrator(base_url={self.base_url!r}, config_dir={self.config_dir!r})"
+
+    # -- client and errors -------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The Docker client (made on first use). Raises TransientError when unreachable."""
+        if self._client is not None and (not self._owns_client or self._client_pid == os.getpid()):
+            return self._client
+        with self._lock:
+            if self._client is None or (self._owns_client and self._client_pid != os.getpid()):
+                with self._translate("", "connect to"):
+                    # Version negotiation is the first request: keep it short like ping.
+                    short = min(self.timeout, PING_TIMEOUT)
+                    if self.base_url:
+                        client = docker.DockerClient(base_url=self.base_url, timeout=short)
+                    else:
+                        client = docker.from_env(timeout=short)
+                    client.api.timeout = self.timeout
+                self._client, self._client_pid = client, os.getpid()
+        return self._client
+
+    def _unavailable(self, name: str, action: str, exc: BaseException) -> TransientError:
+        reason = str(exc) or type(exc).__name__
+        logger.warning("Docker not available (%s %s): %s", action, name or "-", reason)
+        return TransientError(f"Docker not available: {reason}")
+
+    @contextlib.contextmanager
+    def _translate(self, name: str, action: str) -> Iterator[None]:
+        """Turn client exceptions into TransientError / FinalError with a message for people."""
+        try:
+            yield
+        except OrchestratorError:
+            raise
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise self._unavailable(name, action, exc) from exc
+        except docker.errors.APIError as exc:
+            explanation = exc.explanation or str(exc)
+            if exc.status_code is not None and exc.status_code >= 500:
+                logger.warning("Docker could not %s %s: %s", action, name, explanation)
+                raise TransientError(f"Docker could not {action} {name}: {explanation}") from exc
+            raise FinalError(f"Docker refused to {action} {name}: {explanation}") from exc
+        except docker.errors.DockerException as exc:
+            # Raised by the client itself: bad DOCKER_HOST, TLS files, version negotiation.
+            raise self._unavailable(name, action, exc) from exc
+
+    def _inspect(self, name: str) -> dict[str, Any] | None:
+        """The container's inspect data; None when missing; FinalError when not ours."""
+        with self._translate(name, "inspect"):
+            try:
+                attrs = self.client.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY_VALUE:
+            raise FinalError(
+                f"A container named {name} exists but is not managed by Claworc; rename or "
+                "remove it, or give the instance another name."
+            )
+        return attrs
+
+    def _logs(self, name: str, lines: int) -> str:
+        with self._translate(name, "read the logs of"):
+            try:
+                raw = self.client.api.logs(name, stdout=True, stderr=True, tail=lines)
+            except docker.errors.NotFound:
+                return ""
+        return raw.decode("utf-8", "replace")
+
+    def _observe(self, name: str, attrs: dict[str, Any] | None = None) -> Observed:
+        if attrs is None:
+            attrs = self._inspect(name)
+        if attrs is None:
+            return Observed(name=name, status=Status.STOPPED, message="no container",
+                            exists=False)
+        observed = observed_from_inspect(name, attrs)
+        crashed = observed.exit_code not in (None, 0)
+        if observed.status == Status.ERROR or crashed:
+            observed = observed_from_inspect(name, attrs, self._logs(name, LOG_TAIL_LINES))
+        return observed
+
+    # -- pieces of ensure ----------------------------------------------------------------------
+
+    def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
+        try:
+            return container_create_kwargs(
+                spec,
+                config_path(self.host_config_dir, spec.name),
+                privileged=self.privileged and spec.privileged,
+                init=self.init,
+            )
+        except ValueError as exc:
+            raise FinalError(f"Instance {spec.name}: {exc}") from exc
+
+    def _write_config(self, spec: InstanceSpec) -> bool:
+        path = config_path(self.config_dir, spec.name)
+        try:
+            changed = write_atomically(path, config_bytes(spec.config))
+        except OSError as exc:
+            raise FinalError(
+                f"Cannot write the config file {path} for {spec.name}: {exc.strerror or exc}; "
+                "check CLAWORC_DOCKER_CONFIG_DIR exists and is writable."
+            ) from exc
+        if changed:
+            logger.info("wrote config file for %s", spec.name)
+        return changed
+
+    def _config_mtime_ns(self, name: str) -> int:
+        try:
+            return os.stat(config_path(self.config_dir, name)).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def _ensure_volumes(self, spec: InstanceSpec) -> list[str]:
+        """Create the missing volumes; return the names this call created."""
+        names = list(volume_names(spec.name).values())
+        with self._translate(spec.name, "create the volumes of"):
+            # One list call tells which exist (by name, so unlabeled ones count too); a failed
+            # first create then removes only what it made, never a volume holding data.
+            found = self.client.api.volumes(filters={"name": f"claworc-{spec.name}-"})
+            existing = {v["Name"] for v in (found or {}).get("Volumes") or []}
+            created = [name for name in names if name not in existing]
+            for volume in created:
+                # Creating an existing volume returns it unchanged: a concurrent create is fine.
+                self.client.api.create_volume(name=volume, labels=spec.labels())
+        return created
+
+    def _discard(self, name: str, volumes: list[str], *, config: bool) -> None:
+        """Undo a failed first create: what it made, nothing else (best effort)."""
+        for volume in volumes:
+            with contextlib.suppress(docker.errors.DockerException,
+                                     requests.exceptions.RequestException):
+                self.client.api.remove_volume(volume)
+        if config:
+            shutil.rmtree(config_dir_for(self.config_dir, name), ignore_errors=True)
+
+    def _create(self, spec: InstanceSpec, kwargs: dict[str, Any]) -> bool:
+        """Create the container (pulling the image if missing). False when the name is taken."""
+        with self._translate(spec.name, "create the container of"):
+            try:
+                self.client.containers.create(**kwargs)
+                return True
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return False  # created concurrently: the caller converges onto it
+                raise
+        self._pull(spec)
+        with self._translate(spec.name, "create the container of"):
+            try:
+                self.client.containers.create(**kwargs)
+            except docker.errors.ImageNotFound as exc:
+                raise self._image_error(spec, exc.explanation) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return False
+                raise
+        return True
+
+    def _image_error(self, spec: InstanceSpec, reason: Any) -> FinalError:
+        logger.warning("image %s for %s cannot be had: %s", spec.image, spec.name, reason)
+        return FinalError(
+            f"Image {spec.image} is not on the Docker host and could not be pulled: {reason}. "
+            "Check CLAWORC_AGENT_IMAGE (or the instance's image) and that the registry is "
+            "reachable, or load the image with `docker load`."
+        )
+
+    def _pull(self, spec: InstanceSpec) -> None:
+        repository, tag = docker.utils.parse_repository_tag(spec.image)
+        logger.info("pulling image %s for %s", spec.image, spec.name)
+        with self._translate(spec.name, "pull the image of"):
+            try:
+                # A tag is always given: without one the SDK pulls every tag of the repository.
+                self.client.api.pull(repository, tag=tag or "latest")
+            except docker.errors.APIError as exc:
+                raise self._image_error(spec, exc.explanation) from exc
+
+    def _start_error(self, spec: InstanceSpec, exc: docker.errors.APIError) -> OrchestratorError:
+        explanation = str(exc.explanation or exc)
+        port_message = port_in_use_message(explanation, (spec.port_chrome, spec.port_terminal))
+        if port_message:
+            logger.warning("cannot start %s: host port in use (%s)", spec.name, explanation)
+            return FinalError(port_message)
+        if self.privileged and spec.privileged and _PRIVILEGED_RE.search(explanation):
+            logger.warning("cannot start %s privileged: %s", spec.name, explanation)
+            return FinalError(f"Container {spec.name} failed to start: {explanation}. "
+                              + PRIVILEGED_HINT)
+        logger.warning("cannot start %s: %s", spec.name, explanation)
+        return FinalError(
+            f"Container {spec.name} failed to start: {explanation}. "
+            f"Check `docker logs {spec.name}`."
+        )
+
+    def _start_or_remove(self, spec: InstanceSpec) -> None:
+        """Start the container; if that fails, remove it so no half-made workload stays."""
+        try:
+            with self._translate(spec.name, "start"):
+                try:
+                    self.client.api.start(spec.name)
+                except docker.errors.NotFound:
+                    raise TransientError(
+                        f"Container {spec.name} was removed while starting; retry."
+                    ) from None
+                except docker.errors.APIError as exc:
+                    raise self._start_error(spec, exc) from exc
+        except FinalError:
+            self._remove_container(spec.name)
+            raise
+
+    def _remove_container(self, name: str, *, stop_first: bool = False) -> None:
+        with self._translate(name, "remove the container of"):
+            if stop_first:
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.client.api.stop(name, timeout=STOP_TIMEOUT)
+            try:
+                self.client.api.remove_container(name, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                # "removal … already in progress": someone else is doing it.
+                if exc.status_code != 409:
+                    raise
+
+    # -- the interface -------------------------------------------------------------------------
+
+    def ping(self) -> str:
+        """Ask the daemon its version within a few seconds: "ping ok, server 20.10.24"."""
+        api = self.client.api
+        with self._translate("", "ping"):
+            # The public version() has no per-call timeout; ping must answer fast.
+            info = api._result(api._get(api._url("/version"), timeout=PING_TIMEOUT), json=True)
+        return f"ping ok, server {info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
+
+    def ensure(self, spec: InstanceSpec) -> Observed:
+        """Create what is missing and converge what differs, then make the container run.
+
+        Same spec twice: nothing changes (same container id). A different image, env,
+        resources, ports, privileged or init: the container is recreated (stop, remove, create,
+        start) on the same volumes. A different config: the file is replaced atomically and
+        the container restarted (a single-file bind mount shows the new file only after a
+        restart). A port in use or an image that cannot be had: FinalError, no container left.
+        """
+        kwargs = self._create_kwargs(spec)
+        wanted = kwargs["labels"][LABEL_SPEC_HASH]
+        attrs = self._inspect(spec.name)  # the daemon answers before anything is written
+        had_config_dir = os.path.isdir(config_dir_for(self.config_dir, spec.name))
+        self._write_config(spec)
+        for attempt in range(4):
+            if attempt:
+                attrs = self._inspect(spec.name)
+            if attrs is None:
+                new_volumes = self._ensure_volumes(spec)
+                try:
+                    if not self._create(spec, kwargs):
+                        continue
+                    logger.info("created container %s", spec.name)
+                    self._start_or_remove(spec)
+                except FinalError:
+                    self._discard(spec.name, new_volumes, config=not had_config_dir)
+                    raise
+                return self._observe(spec.name)
+            labels = attrs["Config"].get("Labels") or {}
+            if labels.get(LABEL_SPEC_HASH) != wanted:
+                logger.info("recreating container %s: its spec changed", spec.name)
+                self._remove_container(spec.name, stop_first=True)
+                continue
+            state = attrs["State"]
+            if state.get("Dead"):
+                self._remove_container(spec.name)
+                continue
+            if state.get("Paused"):
+                with self._translate(spec.name, "unpause"):
+                    self.client.api.unpause(spec.name)
+                return self._observe(spec.name)
+            if state.get("Running") or state.get("Restarting"):
+                started = _timestamp_ns(state.get("StartedAt", ""))
+                # Compared to the start time, not to "did we write it just now": a worker that
+                # died between writing and restarting is caught up by the next ensure.
+                if self._config_mtime_ns(spec.name) > started:
+                    logger.info("restarting %s to load its new config", spec.name)
+                    self._restart(spec)
+                    return self._observe(spec.name)
+                return self._observe(spec.name, attrs)
+            self._start_or_remove(spec)
+            logger.info("started container %s", spec.name)
+            return self._observe(spec.name)
+        raise TransientError(
+            f"Container {spec.name} kept changing under a concurrent operation; retry."
+        )
+
+    def _restart(self, spec: InstanceSpec) -> None:
+        with self._translate(spec.name, "restart"):
+            try:
+                self.client.api.restart(spec.name, timeout=STOP_TIMEOUT)
+            except docker.errors.NotFound:
+                raise FinalError(f"No container {spec.name}; create it first.") from None
+            except docker.errors.APIError as exc:
+                raise self._start_error(spec, exc) from exc
+
+    def _spec_stub(self, name: str, attrs: dict[str, Any]) -> InstanceSpec:
+        """Enough of a spec to word start errors (ports) for an existing container."""
+        ports = [0, 0]
+        bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+        for index, port in enumerate((CHROME_VNC_PORT, TERMINAL_VNC_PORT)):
+            with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+                ports[index] = int(bindings[f"{port}/tcp"][0]["HostPort"])
+        return InstanceSpec(name=name, image="", port_chrome=ports[0], port_terminal=ports[1],
+                            privileged=bool((attrs.get("HostConfig") or {}).get("Privileged")))
+
+    def start(self, name: str) -> Observed:
+        """Start the existing container. FinalError when there is none (call ensure)."""
+        attrs = self._inspect(name)
+        if attrs is None:
+            raise FinalError(f"No container {name}; create the instance first.")
+        if not attrs["State"].get("Running"):
+            spec = self._spec_stub(name, attrs)
+            with self._translate(name, "start"):
+                try:
+                    self.client.api.start(name)
+                except docker.errors.APIError as exc:
+                    raise self._start_error(spec, exc) from exc
+            logger.info("started container %s", name)
+        elif attrs["State"].get("Paused"):
+            with self._translate(name, "unpause"):
+                self.client.api.unpause(name)
+        return self._observe(name)
+
+    def stop(self, name: str) -> Observed:
+        """Stop the container (SIGTERM, then SIGKILL after STOP_TIMEOUT). Gone is success."""
+        attrs = self._inspect(name)
+        if attrs is not None and attrs["State"].get("Running"):
+            with self._translate(name, "stop"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.client.api.stop(name, timeout=STOP_TIMEOUT)
+            logger.info("stopped container %s", name)
+        return self._observe(name)
+
+    def restart(self, name: str) -> Observed:
+        """Restart the container (starts it when stopped). FinalError when there is none."""
+        attrs = self._inspect(name)
+        if attrs is None:
+            raise FinalError(f"No container {name}; create the instance first.")
+        self._restart(self._spec_stub(name, attrs))
+        logger.info("restarted container %s", name)
+        return self._observe(name)
+
+    def recreate(self, spec: InstanceSpec) -> Observed:
+        """Stop, remove, create, start with the spec's env and config; volumes persist."""
+        self._create_kwargs(spec)  # a spec Docker cannot take fails before anything is removed
+        self._inspect(spec.name)  # refuses a foreign container of that name
+        logger.info("recreating container %s", spec.name)
+        self._remove_container(spec.name, stop_first=True)
+        return self.ensure(spec)
+
+    def delete(self, name: str, *, purge_volumes: bool = False) -> None:
+        """Remove the container and `{config_dir}/{name}`; the volumes too when purging."""
+        check_name(name)
+        self._inspect(name)  # refuses a foreign container of that name
+        self._remove_container(name)
+        shutil.rmtree(config_dir_for(self.config_dir, name), ignore_errors=True)
+        if purge_volumes:
+            with self._translate(name, "remove the volumes of"):
+                for volume in volume_names(name).values():
+                    try:
+                        self.client.api.remove_volume(volume)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as exc:
+                        if exc.status_code == 409:
+                            raise TransientError(
+                                f"Volume {volume} of {name} is still in use; retry later."
+                            ) from exc
+                        raise
+        logger.info("deleted %s%s", name, " and its volumes" if purge_volumes else "")
+
+    def status(self, name: str) -> Observed:
+        """Observed state; exit code for exited containers; last log lines for errors/crashes."""
+        check_name(name)
+        try:
+            return self._observe(name)
+        except FinalError as exc:  # a foreign container holds the name
+            return Observed(name=name, status=Status.ERROR, message=str(exc))
+
+    def status_all(self) -> dict[str, Observed]:
+        """Every container labeled managed-by=claworc, from ONE list call (no log tails)."""
+        with self._translate("", "list the containers"):
+            entries = self.client.api.containers(
+                all=True, filters={"label": f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"}
+            )
+        observed = (observed_from_list(entry) for entry in entries)
+        return {item.name: item for item in observed}
+
+    def logs(self, name: str, lines: int = 100) -> str:
+        """The container's last `lines` lines (stdout and stderr); "" when there is none."""
+        return self._logs(name, lines)
