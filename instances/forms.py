@@ -1,0 +1,156 @@
+"""Admin forms for API keys: write-only inputs that show stored keys only masked.
+
+Each key gets a password input that never renders a value (empty keeps the stored key) and a
+checkbox that removes it. The stored state appears in the help text as `****` + the last 4
+characters, or "unreadable — re-enter" when the encryption key cannot decrypt it.
+"""
+
+from __future__ import annotations
+
+from django import forms
+
+from . import key_services, keys
+from .models import Instance
+
+RESTART_HELP = (
+    "Keys are write-only: leave an input empty to keep the stored key. Saving a changed key "
+    "restarts the instance briefly: its container is recreated with the new environment, its "
+    "volumes are kept."
+)
+
+
+def key_field(name: str) -> str:
+    return f"key_{name.lower()}"
+
+
+def clear_field(name: str) -> str:
+    return f"clear_{name.lower()}"
+
+
+def _declared_key_fields(clear_label: str) -> dict[str, forms.Field]:
+    fields: dict[str, forms.Field] = {}
+    for name, label in keys.KEYS.items():
+        fields[key_field(name)] = forms.CharField(
+            label=f"{label} ({name})",
+            required=False,
+            strip=True,
+            # render_value=False: a submitted key is never echoed back, not even after an error.
+            widget=forms.PasswordInput(
+                render_value=False, attrs={"autocomplete": "new-password", "size": 60}),
+        )
+        fields[clear_field(name)] = forms.BooleanField(label=clear_label, required=False)
+    return fields
+
+
+class _ApiKeyFieldsMixin:
+    """Validation and access shared by the override and global forms."""
+
+    def _describe_state(self) -> None:
+        raise NotImplementedError
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in keys.KEY_NAMES:
+            value = cleaned.get(key_field(name)) or ""
+            try:
+                cleaned[key_field(name)] = keys.normalize_key(value)
+            except ValueError as exc:
+                self.add_error(key_field(name), str(exc))
+                continue
+            if cleaned[key_field(name)] and cleaned.get(clear_field(name)):
+                self.add_error(clear_field(name),
+                               "Either enter a new key or clear it, not both.")
+        return cleaned
+
+    def key_values(self) -> dict[str, str]:
+        return {name: self.cleaned_data.get(key_field(name)) or "" for name in keys.KEY_NAMES}
+
+    def key_clears(self) -> list[str]:
+        return [name for name in keys.KEY_NAMES if self.cleaned_data.get(clear_field(name))]
+
+
+class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
+    class Meta:
+        model = Instance
+        # The admin passes its own field list; this one serves the form on its own.
+        fields = [
+            "display_name", "name", "image", "cpu_request", "cpu_limit", "memory_request",
+            "memory_limit", "storage_clawdbot", "storage_homebrew", "storage_clawd",
+            "storage_chrome", "clawdbot_config", "desired_state",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        globals_ = keys.global_key_display()
+        overrides = (keys.override_display(self.instance) if self.instance.pk
+                     else {name: keys.KeyDisplay() for name in keys.KEY_NAMES})
+        for name in keys.KEY_NAMES:
+            if key_field(name) not in self.fields:
+                continue
+            own, fallback = overrides[name], globals_[name]
+            if own.unreadable:
+                state = f"Override: {keys.UNREADABLE}."
+            elif own.is_set:
+                state = f"Override: {own.masked}."
+            elif fallback.unreadable:
+                state = f"No override; the global key is {keys.UNREADABLE}."
+            elif fallback.is_set:
+                state = f"No override: uses the global key {fallback.masked}."
+            else:
+                state = "No override and no global key: not set."
+            self.fields[key_field(name)].help_text = state
+            self.fields[key_field(name)].widget.attrs["placeholder"] = (
+                str(own) or "empty: use the global key")
+            if clear_field(name) in self.fields and not own.is_set:
+                self.fields[clear_field(name)].disabled = True
+
+    def save_api_keys(self, *, actor: str, reconcile: bool = True) -> list[str]:
+        """Apply the entered overrides (after the instance is saved); the changed names."""
+        return key_services.api_keys_set_overrides(
+            instance=self.instance, values=self.key_values(), clear=self.key_clears(),
+            actor=actor, reconcile=reconcile)
+
+
+InstanceAdminForm = type(
+    "InstanceAdminForm", (InstanceAdminFormBase,), {
+        "__module__": __name__,
+        "__doc__": "The Instance change form with write-only API key overrides.",
+        **_declared_key_fields("Clear override (use the global key)"),
+    },
+)
+
+API_KEYS_FIELDSET = (
+    "API keys",
+    {
+        "fields": [(key_field(name), clear_field(name)) for name in keys.KEY_NAMES],
+        "description": "An override replaces the global key for this instance only; an empty "
+        "override uses the global key. " + RESTART_HELP,
+    },
+)
+
+
+class GlobalApiKeysFormBase(_ApiKeyFieldsMixin, forms.Form):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        shown = keys.global_key_display()
+        for name in keys.KEY_NAMES:
+            current = shown[name]
+            self.fields[key_field(name)].help_text = (
+                f"Stored: {current}." if current.is_set else "Not set.")
+            self.fields[key_field(name)].widget.attrs["placeholder"] = str(current) or "not set"
+            if not current.is_set:
+                self.fields[clear_field(name)].disabled = True
+
+    def save(self, *, actor: str) -> list[str]:
+        """Store the entered keys and converge the instances using them; the changed names."""
+        return key_services.api_keys_update_global(
+            values=self.key_values(), clear=self.key_clears(), actor=actor)
+
+
+GlobalApiKeysForm = type(
+    "GlobalApiKeysForm", (GlobalApiKeysFormBase,), {
+        "__module__": __name__,
+        "__doc__": "The global API keys, used by every instance without an override.",
+        **_declared_key_fields("Remove"),
+    },
+)
