@@ -15,7 +15,13 @@ API
                                   `KUBECONFIG=path` makes `kubernetes.config.load_kube_config()`
                                   (and backend detection) find this server
     .controller                   a `DeploymentController` on .namespace
-    .set_logs(pod, text)          what GET …/pods/<pod>/log answers (404 until set)
+    .set_logs(pod, text)          what GET …/pods/<pod>/log answers (404 until set; honours
+                                  tailLines)
+    .inject(method, path_part, status=500, *, message="injected", delay=0.0, times=None)
+                                  answer requests whose method matches and whose path contains
+                                  `path_part` with a Kubernetes Status error `status` (after
+                                  sleeping `delay` s; status=None only delays), `times` times
+                                  or for ever; the request is not applied. `.clear_injections()`
     .stored(resource, name, namespace=None) -> dict | None
                                   a copy of the stored object ("apps/v1/deployments", "v1/secrets"…)
     .requests() -> list[tuple[str, str, dict]]
@@ -57,6 +63,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import uuid
 import warnings
@@ -84,9 +91,23 @@ def _make_emulator_class():
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
             self.pod_logs: dict[str, str] = {}
+            self.injections: list[dict] = []
             self._versions = itertools.count(1)
 
         async def _handle(self, request):
+            for rule in list(self.injections):
+                if (rule["method"] == request.method.value.upper()
+                        and rule["path_part"] in request.url.path):
+                    if rule["times"] is not None:
+                        rule["times"] -= 1
+                        if rule["times"] <= 0:
+                            self.injections.remove(rule)
+                    if rule["delay"]:
+                        await asyncio.sleep(rule["delay"])
+                    if rule["status"] is not None:
+                        raise kmock.KubernetesError(status=rule["status"], reason="Injected",
+                                                    message=rule["message"])
+                    break
             if request.subresource == "log" and request.method == kmock.method.GET:
                 text = self.pod_logs.get(request.name)
                 if text is None:
@@ -161,6 +182,8 @@ class KubeEmulator:
     async def _main(self) -> None:
         import kmock
 
+        # One access-log line per request would drown the test output.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         async with _make_emulator_class()() as emulator, kmock.Server(emulator) as server:
@@ -210,6 +233,15 @@ class KubeEmulator:
     # --- inspection --------------------------------------------------------------------------
     def set_logs(self, pod: str, text: str) -> None:
         self.emulator.pod_logs[pod] = text
+
+    def inject(self, method: str, path_part: str, status: int | None = 500, *,
+               message: str = "injected", delay: float = 0.0, times: int | None = None) -> None:
+        self.emulator.injections.append({
+            "method": method.upper(), "path_part": path_part, "status": status,
+            "message": message, "delay": delay, "times": times})
+
+    def clear_injections(self) -> None:
+        self.emulator.injections.clear()
 
     def stored(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
         namespace = namespace or self.namespace
