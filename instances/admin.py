@@ -1,7 +1,21 @@
-from django.contrib import admin
-from django.utils.html import format_html
+"""The admin: declarative pages; every action is a line or two that calls a service.
 
-from .models import Activity, Instance, PortAllocation, Setting
+No action, save or delete here talks to Docker or Kubernetes: services change the desired state
+and enqueue tasks that run in the Celery worker.
+"""
+
+from django.contrib import admin, messages
+from django.template.defaultfilters import truncatechars
+from django.utils.html import format_html, format_html_join
+
+from instances import services
+
+from . import admin_keys  # noqa: F401  the global API keys page
+from .admin_keys import InstanceApiKeysAdminMixin
+from .forms import API_KEYS_FIELDSET, InstanceAdminForm
+from .models import Activity, Instance, OrphanWorkload, PortAllocation, Setting
+
+RECENT_ACTIVITY = 20
 
 
 class PortAllocationInline(admin.TabularInline):
@@ -14,38 +28,168 @@ class PortAllocationInline(admin.TabularInline):
         return False
 
 
+def _vnc_link(url: str, port: int):
+    return format_html('<a href="{0}" target="_blank" rel="noopener">{1}</a>', url, port)
+
+
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
+class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
+    form = InstanceAdminForm  # write-only API key overrides, shown masked
     list_display = [
-        "name", "display_name", "status", "desired_state", "chrome_vnc", "terminal_vnc",
-        "status_observed_at",
+        "name", "display_name", "status", "short_status_message", "desired_state",
+        "status_observed_at", "chrome_vnc", "terminal_vnc",
     ]
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "display_name"]
     list_select_related = ["ports"]
-    readonly_fields = ["status", "status_message", "status_observed_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
+        "created_at", "updated_at",
+    ]
     inlines = [PortAllocationInline]
+    fieldsets = [
+        (None, {"fields": ["display_name", "name", "desired_state", "keep_volumes"]}),
+        ("Status", {"fields": ["status", "status_message", "status_observed_at", "vnc_links"]}),
+        ("Workload", {"fields": ["image", ("cpu_request", "cpu_limit"),
+                                 ("memory_request", "memory_limit"), "clawdbot_config"]}),
+        ("Volume sizes (Kubernetes)", {"classes": ["collapse"], "fields": [
+            ("storage_clawdbot", "storage_homebrew"), ("storage_clawd", "storage_chrome")]}),
+        API_KEYS_FIELDSET,
+        ("Activity", {"fields": ["recent_activity", "created_at", "updated_at"]}),
+    ]
+    actions = [
+        "start_instances", "stop_instances", "restart_instances", "recreate_instances",
+        "refresh_instances", "delete_keeping_volumes", "delete_with_volumes",
+    ]
+
+    # --- pages ----------------------------------------------------------------------------------
 
     def get_readonly_fields(self, request, obj=None):
         # The name is baked into container, volume and directory names: fixed once created.
         fields = list(super().get_readonly_fields(request, obj))
         return fields + ["name"] if obj else fields
 
-    @admin.display(description="Chrome VNC")
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:  # nothing observed or done yet
+            return [fs for fs in self.fieldsets if fs[0] not in ("Status", "Activity")]
+        return self.fieldsets
+
+    def get_actions(self, request):
+        # Replaced by the two delete actions below, which say what happens to the volumes.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        # A new row is provisioned by the post_save signal, attributed to this user.
+        with services.acting_as(request.user.get_username()):
+            super().save_model(request, obj, form, change)
+        if change:
+            queued = services.instances_converge_if_changed(
+                instance=obj, changed=form.changed_data, actor=request.user.get_username())
+            if queued.queued:
+                self.message_user(request, f"{obj.name}: converging the workload to the new "
+                                  "settings (queued).", messages.INFO)
+
+    def delete_model(self, request, obj):
+        with services.acting_as(request.user.get_username()):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with services.acting_as(request.user.get_username()):
+            super().delete_queryset(request, queryset)
+
+    # --- columns and read-only fields -----------------------------------------------------------
+
+    @admin.display(description="Status message", ordering="status_message")
+    def short_status_message(self, obj):
+        return truncatechars(obj.status_message, 80)
+
+    @admin.display(description="Chrome VNC", ordering="ports__port_chrome")
     def chrome_vnc(self, obj):
         ports = getattr(obj, "ports", None)
-        if not ports:
-            return "-"
-        return format_html('<a href="{0}" target="_blank">{1}</a>', ports.chrome_vnc_url,
-                           ports.port_chrome)
+        return _vnc_link(ports.chrome_vnc_url, ports.port_chrome) if ports else "-"
 
-    @admin.display(description="Terminal VNC")
+    @admin.display(description="Terminal VNC", ordering="ports__port_terminal")
     def terminal_vnc(self, obj):
         ports = getattr(obj, "ports", None)
+        return _vnc_link(ports.terminal_vnc_url, ports.port_terminal) if ports else "-"
+
+    @admin.display(description="VNC")
+    def vnc_links(self, obj):
+        ports = getattr(obj, "ports", None) if obj.pk else None
         if not ports:
+            return "No ports yet: they are allocated when the instance is created."
+        return format_html("Chrome: {0} &nbsp; Terminal: {1}", self.chrome_vnc(obj),
+                           self.terminal_vnc(obj))
+
+    @admin.display(description="Recent activity")
+    def recent_activity(self, obj):
+        if not obj.pk:
             return "-"
-        return format_html('<a href="{0}" target="_blank">{1}</a>', ports.terminal_vnc_url,
-                           ports.port_terminal)
+        rows = Activity.objects.filter(instance=obj)[:RECENT_ACTIVITY]
+        body = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((f"{a.created_at:%Y-%m-%d %H:%M:%S}", a.action, a.actor, a.get_result_display(),
+              a.message) for a in rows),
+        )
+        if not body:
+            return "Nothing recorded yet."
+        return format_html(
+            '<table class="claworc-activity"><thead><tr><th>When (UTC)</th><th>What</th>'
+            "<th>Who</th><th>Result</th><th>Message</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    # --- actions: each changes desired state through a service and says what it queued ----------
+
+    def _report(self, request, outcome: services.Queued) -> None:
+        level = messages.WARNING if outcome.skipped else messages.SUCCESS
+        self.message_user(request, outcome.summary(), level)
+
+    @staticmethod
+    def _ids(queryset) -> list[int]:
+        return list(queryset.values_list("pk", flat=True))
+
+    @admin.action(description="Start selected instances", permissions=["change"])
+    def start_instances(self, request, queryset):
+        self._report(request, services.instance_start(
+            instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Stop selected instances", permissions=["change"])
+    def stop_instances(self, request, queryset):
+        self._report(request, services.instance_stop(
+            instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Restart selected instances", permissions=["change"])
+    def restart_instances(self, request, queryset):
+        self._report(request, services.instance_restart(
+            instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Recreate selected instances (volumes kept)",
+                  permissions=["change"])
+    def recreate_instances(self, request, queryset):
+        self._report(request, services.instance_recreate(
+            instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Refresh status of selected instances", permissions=["view"])
+    def refresh_instances(self, request, queryset):
+        self._report(request, services.instance_refresh(
+            instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Delete selected instances, keeping their volumes",
+                  permissions=["delete"])
+    def delete_keeping_volumes(self, request, queryset):
+        self._report(request, services.instance_delete(
+            instance_ids=self._ids(queryset), keep_volumes=True,
+            actor=request.user.get_username()))
+
+    @admin.action(description="Delete selected instances with their volumes (data lost)",
+                  permissions=["delete"])
+    def delete_with_volumes(self, request, queryset):
+        self._report(request, services.instance_delete(
+            instance_ids=self._ids(queryset), keep_volumes=False,
+            actor=request.user.get_username()))
 
 
 @admin.register(PortAllocation)
@@ -60,18 +204,37 @@ class SettingAdmin(admin.ModelAdmin):
     list_display = ["key", "shown_value", "updated_at"]
     search_fields = ["key"]
 
+    def get_queryset(self, request):
+        # Global API keys have their own page (admin_keys.py); no ciphertext in a textarea.
+        return super().get_queryset(request).exclude(key__startswith="api_key:")
+
     @admin.display(description="Value")
     def shown_value(self, obj):
         # Global API keys are stored encrypted; never echo even the ciphertext.
         return "(encrypted)" if obj.key.startswith("api_key:") else obj.value
 
 
-@admin.register(Activity)
-class ActivityAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "instance_name", "action", "actor", "result", "message"]
-    list_filter = ["result", "action"]
-    search_fields = ["instance_name", "message"]
-    readonly_fields = [f.name for f in Activity._meta.fields]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the system: viewable, never edited by hand."""
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Activity)
+class ActivityAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "instance_name", "action", "actor", "result", "message"]
+    list_filter = ["result", "action"]
+    search_fields = ["instance_name", "message"]
+
+
+@admin.register(OrphanWorkload)
+class OrphanWorkloadAdmin(ReadOnlyAdmin):
+    """Managed workloads with no instance, found by reconcile_all; Claworc never deletes them."""
+
+    list_display = ["name", "backend", "status", "message", "first_seen", "last_seen"]
+    list_filter = ["backend"]
+    search_fields = ["name"]

@@ -222,9 +222,11 @@ def instance_provision(*, instance: Instance) -> None:
     _enqueue_reconcile(instance.pk)
 
 
-SPEC_FIELDS = (
-    "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit", "storage_clawdbot",
-    "storage_homebrew", "storage_clawd", "storage_chrome", "clawdbot_config", "encrypted_api_keys",
+# Fields a workload is built from, plus the desired state: changing one means converging.
+CONVERGE_FIELDS = (
+    "desired_state", "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+    "storage_clawdbot", "storage_homebrew", "storage_clawd", "storage_chrome",
+    "clawdbot_config", "encrypted_api_keys",
 )
 
 
@@ -242,8 +244,8 @@ def instance_update(*, instance: Instance, actor: str | None = None, **changes) 
 
 def instances_converge_if_changed(*, instance: Instance, changed: Iterable[str],
                                   actor: str | None = None) -> Queued:
-    """Enqueue a reconcile when any of `changed` (field names) is part of the instance's spec."""
-    spec_changed = sorted(set(changed) & set(SPEC_FIELDS))
+    """Enqueue a reconcile when any of `changed` (field names) is in CONVERGE_FIELDS."""
+    spec_changed = sorted(set(changed) & set(CONVERGE_FIELDS))
     if not spec_changed:
         return Queued(verb="update")
     shown = ", ".join("API keys" if f == "encrypted_api_keys" else f for f in spec_changed)
@@ -339,7 +341,11 @@ def instance_teardown_enqueue(*, name: str, purge_volumes: bool) -> None:
 # --- Worker side: the per-instance lease --------------------------------------------------------
 
 class LeaseBusy(TransientError):
-    """Another worker is acting on this instance right now; try again shortly."""
+    """Another worker is acting on this instance right now; try again in `retry_in` seconds."""
+
+    def __init__(self, message: str, *, retry_in: float = 1.0):
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 RECONCILE_ALL_LEASE = "*reconcile-all*"  # not a DNS label, so never an instance name
@@ -379,7 +385,11 @@ def lease_release(*, name: str, owner: str) -> None:
 @contextlib.contextmanager
 def instance_lease(*, name: str, owner: str) -> Iterator[None]:
     if not lease_acquire(name=name, owner=owner):
-        raise LeaseBusy(f"{name} is being changed by another worker; will try again")
+        expires = InstanceLease.objects.filter(name=name).values_list(
+            "expires_at", flat=True).first()
+        wait = (expires - timezone.now()).total_seconds() if expires else 0.0
+        raise LeaseBusy(f"{name} is being changed by another worker; will try again",
+                        retry_in=max(1.0, wait))
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ lease held by another worker, are retried with exponential backoff and jitter.
 from __future__ import annotations
 
 import logging
+import random
 
 from celery import shared_task
 from django.conf import settings
@@ -36,25 +37,42 @@ _per_instance = {
 }
 
 
+#: Waiting for another worker's lease does not use up the retries meant for backend errors.
+LEASE_WAIT_RETRIES = 60
+
+
 def _last_attempt(task) -> bool:
     return task.request.retries >= task.max_retries
+
+
+def _wait_for_lease(task, busy: services.LeaseBusy):
+    # Retry about when the holder's lease ends (it usually ends much sooner, on release).
+    countdown = min(busy.retry_in, 30.0) * random.uniform(0.2, 1.0)
+    logger.info("%s; retrying in %.1f s", busy, countdown)
+    raise task.retry(exc=busy, countdown=countdown, max_retries=LEASE_WAIT_RETRIES)
 
 
 @shared_task(**_per_instance)
 def reconcile_instance(self, pk: int) -> str:
     """Converge instance `pk` to its desired state."""
-    return services.instance_converge(
-        pk=pk, owner=services.lease_owner(self.request.id), last_attempt=_last_attempt(self)
-    )
+    try:
+        return services.instance_converge(
+            pk=pk, owner=services.lease_owner(self.request.id), last_attempt=_last_attempt(self)
+        )
+    except services.LeaseBusy as busy:
+        _wait_for_lease(self, busy)
 
 
 @shared_task(**_per_instance)
 def teardown_instance(self, name: str, purge_volumes: bool) -> str:
     """Remove what is left of a deleted instance (its row is gone: hence the name, not an id)."""
-    return services.instance_teardown(
-        name=name, purge_volumes=purge_volumes, owner=services.lease_owner(self.request.id),
-        last_attempt=_last_attempt(self),
-    )
+    try:
+        return services.instance_teardown(
+            name=name, purge_volumes=purge_volumes, owner=services.lease_owner(self.request.id),
+            last_attempt=_last_attempt(self),
+        )
+    except services.LeaseBusy as busy:
+        _wait_for_lease(self, busy)
 
 
 @shared_task(bind=True, acks_late=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
