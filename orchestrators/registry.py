@@ -404,12 +404,16 @@ def check(*, timeout: float = 2.0) -> Check:
 def volume_names(instance_name: str, backend: str | None = None) -> list[tuple[str, str, str]]:
     """(suffix, volume name as the backend calls it, mount path) for each of the four volumes.
 
-    Docker names volumes `claworc-<name>-<suffix>`, Kubernetes names PVCs `<name>-<suffix>`
-    (ARCHITECTURE.md, "Names and resources"); with no backend the Docker names are given.
+    Docker volumes are `claworc-<name>-<suffix>`, Kubernetes PVCs `<name>-<suffix>`; each
+    backend's own pure naming function decides. With no backend the Docker names are given.
     """
     backend = backend or current_backend_name()
-    pattern = "{name}-{suffix}" if backend == KUBERNETES else "claworc-{name}-{suffix}"
-    return [
-        (suffix, pattern.format(name=instance_name, suffix=suffix), path)
-        for suffix, path in VOLUME_MOUNTS.items()
-    ]
+    if backend == KUBERNETES:
+        from .kubernetes import pvc_name
+
+        return [(suffix, pvc_name(instance_name, suffix), path)
+                for suffix, path in VOLUME_MOUNTS.items()]
+    from .docker import volume_names as docker_volume_names
+
+    names = docker_volume_names(instance_name)
+    return [(suffix, names[suffix], path) for suffix, path in VOLUME_MOUNTS.items()]
