@@ -295,3 +295,58 @@ def test_wrong_key_is_a_database_check_error(settings):
     errors = [e for e in checks.run_checks(databases=["default"]) if e.id.startswith("claworc")]
     assert [e.id for e in errors] == ["claworc.W001"]
     assert "unreadable — re-enter" in errors[0].msg
+
+
+def test_key_changes_reach_the_backend_through_the_real_control_flow(
+        settings, django_capture_on_commit_callbacks):
+    """Services, on-commit enqueue and the reconcile task for real; the backend is a fake."""
+    from orchestrators.registry import override
+    from tests.fakes import FakeOrchestrator, eager_tasks
+
+    settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 33000, 33199
+    with override(FakeOrchestrator()) as fake:
+        def run(fn, **kwargs):
+            with eager_tasks(), django_capture_on_commit_callbacks(execute=True):
+                return fn(**kwargs)
+
+        plain = run(services.instance_create, display_name="t7 flow plain")
+        own = run(services.instance_create, display_name="t7 flow own")
+        run(key_services.api_keys_set_overrides, instance=own,
+            values={"OPENAI_API_KEY": "own-openai"}, actor="carol")
+        assert dict(fake.workloads["bot-t7-flow-own"].spec.env) == {
+            "OPENAI_API_KEY": "own-openai"}
+        generations = {n: w.generation for n, w in fake.workloads.items()}
+
+        run(key_services.api_keys_set_global, name="OPENAI_API_KEY", value="global-openai",
+            actor="carol")
+        assert dict(fake.workloads["bot-t7-flow-plain"].spec.env) == {
+            "OPENAI_API_KEY": "global-openai"}
+        plain_generation = fake.workloads["bot-t7-flow-plain"].generation
+        assert plain_generation == generations["bot-t7-flow-plain"] + 1
+        # The overridden instance was not even asked to converge.
+        assert fake.workloads["bot-t7-flow-own"].generation == generations["bot-t7-flow-own"]
+        assert fake.ops("ensure").count("bot-t7-flow-own") == 2
+        plain.refresh_from_db()
+        assert plain.status == "running"
+        assert plain.activities.filter(action="api_keys", actor="carol").exists()
+
+
+def test_unreadable_keys_stop_a_reconcile_with_a_message_not_a_crash(
+        settings, django_capture_on_commit_callbacks):
+    from orchestrators.registry import override
+    from tests.fakes import FakeOrchestrator, eager_tasks
+
+    settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 33000, 33199
+    with override(FakeOrchestrator()) as fake:
+        with eager_tasks(), django_capture_on_commit_callbacks(execute=True):
+            inst = services.instance_create(display_name="t7 flow lost")
+            key_services.api_keys_set_overrides(instance=inst, values={"BRAVE_API_KEY": "b-1"},
+                                                reconcile=False)
+        settings.CLAWORC_ENCRYPTION_KEY = _new_key()
+        with eager_tasks(), django_capture_on_commit_callbacks(execute=True):
+            services.instances_reconcile(instance_ids=[inst.pk])
+        inst.refresh_from_db()
+        assert inst.status == "error"
+        assert "The API key overrides of bot-t7-flow-lost cannot be decrypted with " \
+               "CLAWORC_ENCRYPTION_KEY" in inst.status_message
+        assert fake.ops("ensure") == ["bot-t7-flow-lost"], "the running workload is untouched"
