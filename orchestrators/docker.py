@@ -242,7 +242,9 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> bool:
     """Write `data` to `path` unless it already holds exactly that; True when it wrote.
 
     A temporary file in the same directory replaced over the target: a container starting at
-    any moment mounts either the old file or the new one, never a half-written one.
+    any moment mounts either the old file or the new one, never a half-written one. No fsync:
+    the file is derived from the database, and a file emptied by a power cut differs from the
+    spec, so the next ensure rewrites it and restarts the container.
     """
     directory = os.path.dirname(path)
     # The directory keeps other host users out (the config may hold tokens); the file itself
@@ -258,8 +260,6 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> bool:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -306,7 +306,7 @@ class DockerOrchestrator(Orchestrator):
     ) -> None:
         self.base_url = base_url
         self.config_dir = config_dir
-        self.host_config_dir = host_config_dir or config_dir
+        self._host_config_dir = host_config_dir
         self.privileged = privileged
         self.init = init
         self.timeout = timeout
@@ -323,6 +323,7 @@ class DockerOrchestrator(Orchestrator):
         kwargs: dict[str, Any] = {
             "base_url": settings.CLAWORC_DOCKER_HOST,
             "config_dir": settings.CLAWORC_DOCKER_CONFIG_DIR,
+            "host_config_dir": getattr(settings, "CLAWORC_DOCKER_HOST_CONFIG_DIR", "") or None,
             "privileged": settings.CLAWORC_DOCKER_PRIVILEGED,
             "init": settings.CLAWORC_DOCKER_INIT,
         }
@@ -351,6 +352,21 @@ class DockerOrchestrator(Orchestrator):
                     client.api.timeout = self.timeout
                 self._client, self._client_pid = client, os.getpid()
         return self._client
+
+    @property
+    def host_config_dir(self) -> str:
+        """Where the daemon sees config_dir: as given, else found once from the daemon.
+
+        On the host that is config_dir itself; in a dashboard container it is derived from the
+        mount holding config_dir (orchestrators/docker_host.py; ConfigDirNotShared, a
+        FinalError, when it lies on none).
+        """
+        if self._host_config_dir is None:
+            from . import docker_host
+
+            with self._translate("", "find the config directory on"):
+                self._host_config_dir = docker_host.host_config_dir(self.config_dir, self.client)
+        return self._host_config_dir
 
     def _unavailable(self, name: str, action: str, exc: BaseException) -> TransientError:
         reason = str(exc) or type(exc).__name__

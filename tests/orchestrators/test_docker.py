@@ -224,8 +224,8 @@ def test_write_atomically_writes_once_and_leaves_no_temp_file(tmp_path):
 def test_constructing_does_not_touch_the_network(tmp_path):
     orch = DockerOrchestrator(base_url="tcp://127.0.0.1:1", config_dir=str(tmp_path))
     assert orch.backend_name == "docker"
-    assert orch.host_config_dir == str(tmp_path)
     assert orch._client is None
+    assert orch._host_config_dir is None  # found from the daemon on first use
 
 
 def test_unreachable_daemon_is_a_transient_error_logged_as_not_available(tmp_path, caplog):
@@ -241,7 +241,12 @@ def test_from_settings_reads_the_docker_settings(settings, tmp_path):
     settings.CLAWORC_DOCKER_CONFIG_DIR = str(tmp_path)
     settings.CLAWORC_DOCKER_PRIVILEGED = False
     settings.CLAWORC_DOCKER_INIT = True
-    orch = DockerOrchestrator.from_settings(host_config_dir="/host/configs")
+    settings.CLAWORC_DOCKER_HOST_CONFIG_DIR = "/host/configs"
+    orch = DockerOrchestrator.from_settings()
     assert (orch.base_url, orch.config_dir, orch.host_config_dir, orch.privileged, orch.init) == (
         "unix:///nonexistent/docker.sock", str(tmp_path), "/host/configs", False, True
     )
+    assert DockerOrchestrator.from_settings(init=False).init is False
+    settings.CLAWORC_DOCKER_HOST_CONFIG_DIR = ""
+    with pytest.raises(TransientError, match="Docker not available"):
+        DockerOrchestrator.from_settings().host_config_dir  # noqa: B018 - resolving it is the test

@@ -395,3 +395,23 @@ def test_refused_privileged_mode_quotes_the_seeds_hint(docker_client, make_spec,
     else:
         assert inspect(docker_client, spec.name)["HostConfig"]["Privileged"] is True
 
+
+
+def test_bind_mount_source_is_the_daemon_side_config_dir(docker_client, make_spec, tmp_path):
+    """The dashboard writes under config_dir; the daemon mounts from host_config_dir."""
+    real = tmp_path / "daemon-side"
+    real.mkdir()
+    seen_by_dashboard = tmp_path / "dashboard-side"
+    seen_by_dashboard.symlink_to(real)
+    orch = DockerOrchestrator(config_dir=str(seen_by_dashboard), host_config_dir=str(real),
+                              privileged=False, init=True)
+    spec = make_spec("hostdir")
+    try:
+        orch.ensure(spec)
+        mounts = {m["Destination"]: m for m in inspect(docker_client, spec.name)["Mounts"]}
+        assert mounts[CONFIG_MOUNT_PATH]["Source"] == config_path(str(real), spec.name)
+        inside = exec_out(docker_client, spec.name, "cat", CONFIG_MOUNT_PATH)
+        assert json.loads(inside) == spec.config
+    finally:
+        orch.delete(spec.name, purge_volumes=True)
+    assert not (real / spec.name).exists()
