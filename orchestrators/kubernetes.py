@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .base import (
@@ -368,6 +369,13 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
 
 # --- the orchestrator --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Refused:
+    """An HTTP error status the caller expected and handles (404 gone, 409 exists...)."""
+
+    status: int
+
+
 class _Kind:
     """How to read, create, patch and delete one kind of object with the client."""
 
@@ -430,29 +438,32 @@ class KubernetesOrchestrator(Orchestrator):
 
     # --- calling the API -----------------------------------------------------------------------
     def _call(self, verb: str, kind: _Kind, name: str, fn: Callable, *args,
-              secrets: Iterable[str] = (), passthrough: tuple[int, ...] = (404, 409),
+              secrets: Iterable[str] = (), expect: tuple[int, ...] = (404, 409),
               **kwargs) -> Any:
-        """Call the API and return the raw response (no model parsing) or JSON (`as_json`).
+        """Call the API; return the JSON answer (text with as_json=False), or a `Refused` with
+        an HTTP status in `expect`, which the caller knows the meaning of.
 
-        ApiExceptions with a status in `passthrough` reach the caller, which knows what they
-        mean there; other failures become TransientError or FinalError.
+        Other failures raise TransientError or FinalError, outside the except block: the
+        client's exception (its text holds the whole response) is not kept as their context.
         """
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         as_json = kwargs.pop("as_json", True)
         kwargs.setdefault("_request_timeout", self.timeout)
+        error: OrchestratorError | None = None
         try:
             response = fn(*args, _preload_content=False, **kwargs)
         except ApiException as exc:
-            if exc.status in passthrough:
-                raise
-            raise self._api_error(exc, verb, kind.label, name, secrets) from None
+            if exc.status in expect:
+                return Refused(exc.status)
+            error = self._api_error(exc, verb, kind.label, name, secrets)
         except (HTTPError, OSError) as exc:
-            raise TransientError(
+            error = TransientError(
                 f"Kubernetes API at {self.api_client.configuration.host} did not answer while "
-                f"trying to {verb} {kind.label} {name} ({type(exc).__name__}); retrying later"
-            ) from None
+                f"trying to {verb} {kind.label} {name} ({type(exc).__name__}); retrying later")
+        if error is not None:
+            raise error
         if not as_json:
             return response.data.decode("utf-8", errors="replace")
         return json.loads(response.data or b"null")
@@ -470,7 +481,8 @@ class KubernetesOrchestrator(Orchestrator):
         what = f"{verb} {kind} {name} in namespace {self.namespace}"
         head = f"Kubernetes answered {status} {exc.reason or ''}".rstrip()
         message = f"{head} to {what}" + (f": {detail}" if detail else "")
-        if status >= 500 or status in (0, 429):
+        # 409 here is a conflict with a concurrent writer (resourceVersion), not "exists".
+        if status >= 500 or status in (0, 409, 429):
             return TransientError(message + "; retrying later")
         if status in (401, 403):
             message += ("; give the account Claworc uses get/list/create/patch/delete on "
@@ -478,55 +490,30 @@ class KubernetesOrchestrator(Orchestrator):
                         f"persistentvolumeclaims in namespace {self.namespace}")
         return FinalError(message)
 
-    def _read(self, kind: _Kind, name: str, **kwargs) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self._call("read", kind, name, kind.read, name, self.namespace,
-                              **kwargs)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise self._api_error(exc, "read", kind.label, name, ()) from None
+    def _read(self, kind: _Kind, name: str) -> dict | None:
+        found = self._call("read", kind, name, kind.read, name, self.namespace, expect=(404,))
+        return None if isinstance(found, Refused) else found
 
     def _list(self, kind: _Kind, label_selector: str) -> list[dict]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            listed = self._call("list", kind, label_selector, kind.list, self.namespace,
-                                label_selector=label_selector)
-        except ApiException as exc:
-            raise self._api_error(exc, "list", kind.label + "s", label_selector, ()) from None
+        listed = self._call("list", kind, label_selector, kind.list, self.namespace,
+                            label_selector=label_selector, expect=())
         return listed.get("items") or []
 
     def _patch(self, kind: _Kind, name: str, body: dict, *, merge: bool = False,
                secrets: Iterable[str] = ()) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         extra = {"_content_type": MERGE_PATCH} if merge else {}
-        try:
-            self._call("patch", kind, name, kind.patch, name, self.namespace, body,
-                       secrets=secrets, **extra)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise TransientError(
-                    f"{kind.label} {name} disappeared while it was being updated; "
-                    "retrying later") from None
-            raise TransientError(
-                f"{kind.label} {name} was changed concurrently; retrying later") from None
+        answer = self._call("patch", kind, name, kind.patch, name, self.namespace, body,
+                            secrets=secrets, **extra)
+        if isinstance(answer, Refused):
+            what = "disappeared" if answer.status == 404 else "was changed concurrently"
+            raise TransientError(f"{kind.label} {name} {what} while being updated; "
+                                 "retrying later")
 
     def _delete(self, kind: _Kind, name: str) -> bool:
         """Delete; False when it was already gone."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._call("delete", kind, name, kind.delete, name, self.namespace,
-                       propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise self._api_error(exc, "delete", kind.label, name, ()) from None
-        return True
+        answer = self._call("delete", kind, name, kind.delete, name, self.namespace,
+                            propagation_policy="Background", expect=(404,))
+        return not isinstance(answer, Refused)
 
     def _apply(self, kind: _Kind, desired: dict,
                diff: Callable[[dict, dict], tuple[dict, bool] | None], *,
@@ -536,24 +523,18 @@ class KubernetesOrchestrator(Orchestrator):
         Returns "created", "patched" or "unchanged". A 409 on create means someone else created
         it first: read it and converge, like a repeated call would.
         """
-        from kubernetes.client.exceptions import ApiException
-
         name = desired["metadata"]["name"]
         for _ in range(2):
             existing = self._read(kind, name)
             if existing is None:
-                try:
-                    self._call("create", kind, name, kind.create, self.namespace, desired,
-                               secrets=secrets)
-                except ApiException as exc:
-                    if exc.status == 409:
-                        continue
-                    if exc.status == 404:
-                        raise FinalError(
-                            f"namespace {self.namespace} does not exist: create it (kubectl "
-                            f"create namespace {self.namespace}) or set CLAWORC_K8S_NAMESPACE"
-                        ) from None
-                    raise self._api_error(exc, "create", kind.label, name, secrets) from None
+                answer = self._call("create", kind, name, kind.create, self.namespace, desired,
+                                    secrets=secrets)
+                if answer == Refused(409):
+                    continue
+                if answer == Refused(404):
+                    raise FinalError(
+                        f"namespace {self.namespace} does not exist: create it (kubectl "
+                        f"create namespace {self.namespace}) or set CLAWORC_K8S_NAMESPACE")
                 log.info("created %s %s for instance %s", kind.label, name,
                          desired["metadata"]["labels"][LABEL_INSTANCE])
                 return "created"
@@ -613,17 +594,10 @@ class KubernetesOrchestrator(Orchestrator):
 
     # --- operations ----------------------------------------------------------------------------
     def ping(self) -> str:
-        from kubernetes.client.exceptions import ApiException
-
         host = self.api_client.configuration.host
-        try:
-            self._call("list", self._config_map, "(ping)", self._core.list_namespaced_config_map,
-                       self.namespace, limit=1,
-                       _request_timeout=min(self.timeout, PING_TIMEOUT))
-        except ApiException as exc:
-            raise TransientError(
-                f"Kubernetes API at {host} answered {exc.status} {exc.reason or ''} "
-                f"for namespace {self.namespace}") from None
+        self._call("list", self._config_map, "(ping)", self._core.list_namespaced_config_map,
+                   self.namespace, limit=1, expect=(),
+                   _request_timeout=min(self.timeout, PING_TIMEOUT))
         return f"API ok at {host}, namespace {self.namespace}"
 
     def _converge(self, spec: InstanceSpec, *, restart: bool) -> Observed:
@@ -663,16 +637,10 @@ class KubernetesOrchestrator(Orchestrator):
         return self._scale_or_restart(name, {"spec": {"replicas": 1}}, "start")
 
     def stop(self, name: str) -> Observed:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._call("scale", self._deployment, name, self._deployment.patch, name,
-                       self.namespace, {"spec": {"replicas": 0}}, _content_type=MERGE_PATCH)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise TransientError(
-                    f"Deployment {name} was changed concurrently; retrying later") from None
-        else:
+        answer = self._call("scale", self._deployment, name, self._deployment.patch, name,
+                            self.namespace, {"spec": {"replicas": 0}}, expect=(404,),
+                            _content_type=MERGE_PATCH)
+        if not isinstance(answer, Refused):
             log.info("stopped instance %s", name)
         return self.status(name)
 
@@ -721,21 +689,17 @@ class KubernetesOrchestrator(Orchestrator):
         return result
 
     def _log_tail(self, name: str, lines: int, *, previous: bool = False) -> str:
-        from kubernetes.client.exceptions import ApiException
-
         pods = _live_first(self._pods(name))
         if not pods:
             return ""
         pod_name = pods[0]["metadata"]["name"]
         kwargs = {"previous": True} if previous else {}
-        try:
-            return self._call("read logs of", self._pod, pod_name,
-                              self._core.read_namespaced_pod_log, pod_name, self.namespace,
-                              container=CONTAINER_NAME, tail_lines=lines, as_json=False,
-                              passthrough=(400, 404), **kwargs)
-        except ApiException:
-            # 404: the pod is gone; 400: its container has not started, so there is no log.
-            return ""
+        text = self._call("read logs of", self._pod, pod_name,
+                          self._core.read_namespaced_pod_log, pod_name, self.namespace,
+                          container=CONTAINER_NAME, tail_lines=lines, as_json=False,
+                          expect=(400, 404), **kwargs)
+        # 404: the pod is gone; 400: its container has not started, so there is no log yet.
+        return "" if isinstance(text, Refused) else text
 
     def logs(self, name: str, lines: int = 100) -> str:
         return self._log_tail(name, lines)
