@@ -16,10 +16,12 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 
 from . import key_services, keys
-from .forms import API_KEYS_FIELDSET, RESTART_HELP, GlobalApiKeysForm
+from .forms import API_KEYS_FIELDSET, RESTART_HELP, GlobalApiKeysForm, sensitive_fields
 from .models import Setting
 
 URL_NAME = "instances_api_keys"
@@ -54,6 +56,11 @@ class InstanceApiKeysAdminMixin:
                 fieldsets.append((title, {**options, "fields": fields}))
         return [*fieldsets, API_KEYS_FIELDSET]
 
+    # Error reports (mail_admins, the debug page) must not show what was typed into a key input.
+    @method_decorator(sensitive_post_parameters(*sensitive_fields()))
+    def changeform_view(self, request, *args, **kwargs):
+        return super().changeform_view(request, *args, **kwargs)
+
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         if not hasattr(form, "save_api_keys"):
@@ -82,6 +89,7 @@ def _log(request, names_by_flag: dict[int, list[str]], rows: dict[str, int]) -> 
             )
 
 
+@sensitive_post_parameters(*sensitive_fields())
 @never_cache
 def global_api_keys_view(request):
     if not request.user.has_perm("instances.view_setting"):

@@ -8,6 +8,7 @@ characters, or "unreadable — re-enter" when the encryption key cannot decrypt 
 from __future__ import annotations
 
 from django import forms
+from django.views.decorators.debug import sensitive_variables
 
 from . import key_services, keys
 from .models import Instance
@@ -17,6 +18,11 @@ RESTART_HELP = (
     "restarts the instance briefly: its container is recreated with the new environment, its "
     "volumes are kept."
 )
+
+
+def sensitive_fields() -> list[str]:
+    """The key inputs' names: error reports (mail_admins, the debug page) hide their values."""
+    return [key_field(name) for name in keys.KEY_NAMES]
 
 
 def key_field(name: str) -> str:
@@ -48,6 +54,7 @@ class _ApiKeyFieldsMixin:
     def _describe_state(self) -> None:
         raise NotImplementedError
 
+    @sensitive_variables()
     def clean(self):
         cleaned = super().clean()
         for name in keys.KEY_NAMES:
@@ -62,6 +69,7 @@ class _ApiKeyFieldsMixin:
                                "Either enter a new key or clear it, not both.")
         return cleaned
 
+    @sensitive_variables()
     def key_values(self) -> dict[str, str]:
         return {name: self.cleaned_data.get(key_field(name)) or "" for name in keys.KEY_NAMES}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cryptography.fernet import InvalidToken
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from . import keys
 from .models import Instance, Setting
@@ -33,6 +34,7 @@ def _reconcile(*, instance_ids: list[int], actor: str, message: str) -> None:
                         message=message)
 
 
+@sensitive_variables()
 def instances_using_global(names: Iterable[str]) -> list[int]:
     """Ids of the instances whose environment takes at least one of `names` from the globals.
 
@@ -55,6 +57,7 @@ def _describe(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))
 
 
+@sensitive_variables()
 def api_keys_update_global(
     *, values: Mapping[str, str] | None = None, clear: Iterable[str] = (), actor: str = "system"
 ) -> list[str]:
@@ -103,6 +106,7 @@ def api_keys_update_global(
     return changed
 
 
+@sensitive_variables()
 def api_keys_set_global(*, name: str, value: str, actor: str = "system") -> bool:
     """Set one global key, or remove it when `value` is empty. True when it changed."""
     if value:
@@ -110,6 +114,7 @@ def api_keys_set_global(*, name: str, value: str, actor: str = "system") -> bool
     return bool(api_keys_update_global(clear=[name], actor=actor))
 
 
+@sensitive_variables()
 def api_keys_set_overrides(
     *,
     instance: Instance,
@@ -174,6 +179,7 @@ class Reencryption:
     forgotten: list[str] = field(default_factory=list)
 
 
+@sensitive_variables()
 def api_keys_reencrypt(*, forget_unreadable: bool = False, actor: str = "system") -> Reencryption:
     """Re-encrypt every stored value with the newest CLAWORC_ENCRYPTION_KEY entry.
 

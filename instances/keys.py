@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 from orchestrators.base import FinalError
 
@@ -77,10 +78,12 @@ def check_encryption_key() -> None:
     fernet()
 
 
+@sensitive_variables()
 def encrypt(value: str) -> str:
     return fernet().encrypt(value.encode()).decode()
 
 
+@sensitive_variables()
 def decrypt(token: str, *, where: str = "a stored API key") -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
@@ -99,6 +102,7 @@ def rotate_token(token: str) -> str:
 MAX_KEY_LENGTH = 1000
 
 
+@sensitive_variables()
 def normalize_key(value: str) -> str:
     """The value as stored: surrounding whitespace (a pasted newline) removed.
 
@@ -112,6 +116,7 @@ def normalize_key(value: str) -> str:
     return value
 
 
+@sensitive_variables()
 def mask(value: str) -> str:
     """`****` + the last 4 characters: enough to recognise a key, never enough to use it."""
     return "****" + value[-4:] if value else ""
@@ -128,6 +133,7 @@ def _global_tokens() -> dict[str, str]:
     }
 
 
+@sensitive_variables()
 def get_global_keys(*, strict: bool = False) -> dict[str, str]:
     """Global keys by env name. An unreadable one raises UnreadableKey when strict, else is
     left out."""
@@ -141,12 +147,14 @@ def get_global_keys(*, strict: bool = False) -> dict[str, str]:
     return keys
 
 
+@sensitive_variables()
 def get_global_key(name: str) -> str:
     """One global key ("" when unset). UnreadableKey when it cannot be decrypted."""
     token = _global_tokens().get(name, "")
     return decrypt(token, where=f"The global {name}") if token else ""
 
 
+@sensitive_variables()
 def set_global_key(name: str, value: str) -> None:
     """Store (or, with "", delete) one global key. No convergence: see key_services."""
     _check_names([name])
@@ -158,6 +166,7 @@ def set_global_key(name: str, value: str) -> None:
 
 # --- Per-instance overrides (Instance.encrypted_api_keys) ---------------------------------------
 
+@sensitive_variables()
 def get_overrides(instance: Instance) -> dict[str, str]:
     """The instance's overrides by env name. UnreadableKey when they cannot be decrypted."""
     if not instance.encrypted_api_keys:
@@ -166,6 +175,7 @@ def get_overrides(instance: Instance) -> dict[str, str]:
     return {k: v for k, v in json.loads(plain).items() if k in KEYS and v}
 
 
+@sensitive_variables()
 def encode_overrides(overrides: dict[str, str]) -> str:
     """The value for Instance.encrypted_api_keys ("" when there is no override)."""
     _check_names(overrides)
@@ -178,6 +188,7 @@ def set_overrides(instance: Instance, overrides: dict[str, str]) -> None:
     instance.encrypted_api_keys = encode_overrides(overrides)
 
 
+@sensitive_variables()
 def effective_env(instance: Instance) -> dict[str, str]:
     """Globals overlaid with the instance's overrides: the environment the agent gets.
 
@@ -205,6 +216,7 @@ class KeyDisplay:
         return self.masked if self.is_set else ""
 
 
+@sensitive_variables()
 def global_key_display() -> dict[str, KeyDisplay]:
     tokens = _global_tokens()
     shown = {}
@@ -220,6 +232,7 @@ def global_key_display() -> dict[str, KeyDisplay]:
     return shown
 
 
+@sensitive_variables()
 def override_display(instance: Instance) -> dict[str, KeyDisplay]:
     try:
         overrides = get_overrides(instance)

@@ -263,3 +263,39 @@ def test_forms_validate_without_the_admin(reconciled):
     form.save()
     assert form.save_api_keys(actor="t7", reconcile=False) == ["OPENAI_API_KEY"]
     assert keys.get_overrides(inst) == {"OPENAI_API_KEY": "sk-x-5555"}
+
+
+@pytest.mark.parametrize("page", ["instance", "global"])
+def test_an_error_report_hides_the_typed_key(staff, monkeypatch, page):
+    """A crash while saving: Django's error report (mail_admins) shows neither POST nor locals."""
+    import logging
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    def crash(*args, **kwargs):  # called with no key among its arguments
+        raise RuntimeError("database went away")
+
+    inst = Instance.objects.create(display_name="t7 form crash")
+    # Fails after the key was read, normalized and encrypted: every frame above holds it.
+    monkeypatch.setattr(key_services, "logger", type("Crash", (), {"info": crash})())
+    url = _change_url(inst) if page == "instance" else reverse("admin:instances_api_keys")
+    data = _form_inputs(staff.get(url).content.decode()).data
+    data["key_brave_api_key"] = OVERRIDE
+    staff.raise_request_exception = False
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("django.request").addHandler(handler)
+    try:
+        response = staff.post(url, data)
+    finally:
+        logging.getLogger("django.request").removeHandler(handler)
+    assert response.status_code == 500
+    record = next(r for r in records if r.exc_info)
+    assert record.exc_info[0] is RuntimeError
+    reporter = ExceptionReporter(record.request, *record.exc_info)
+    for report in (reporter.get_traceback_text(), reporter.get_traceback_html()):
+        assert "database went away" in report and "key_brave_api_key" in report
+        assert OVERRIDE not in report, "the typed key is in the error report"
+    assert sys.exc_info() == (None, None, None)
