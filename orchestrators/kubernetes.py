@@ -491,8 +491,16 @@ class KubernetesOrchestrator(Orchestrator):
         return FinalError(message)
 
     def _read(self, kind: _Kind, name: str) -> dict | None:
+        """The object, None when missing; FinalError when it is someone else's."""
         found = self._call("read", kind, name, kind.read, name, self.namespace, expect=(404,))
-        return None if isinstance(found, Refused) else found
+        if isinstance(found, Refused):
+            return None
+        if not is_managed(found):
+            raise FinalError(
+                f"A {kind.label} named {name} exists in namespace {self.namespace} but is not "
+                "managed by Claworc (no managed-by=claworc label); rename or remove it, or "
+                "give the instance another name.")
+        return found
 
     def _list(self, kind: _Kind, label_selector: str) -> list[dict]:
         listed = self._call("list", kind, label_selector, kind.list, self.namespace,
@@ -637,11 +645,13 @@ class KubernetesOrchestrator(Orchestrator):
         return self._scale_or_restart(name, {"spec": {"replicas": 1}}, "start")
 
     def stop(self, name: str) -> Observed:
-        answer = self._call("scale", self._deployment, name, self._deployment.patch, name,
-                            self.namespace, {"spec": {"replicas": 0}}, expect=(404,),
-                            _content_type=MERGE_PATCH)
-        if not isinstance(answer, Refused):
-            log.info("stopped instance %s", name)
+        deployment = self._read(self._deployment, name)
+        if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
+            answer = self._call("scale", self._deployment, name, self._deployment.patch, name,
+                                self.namespace, {"spec": {"replicas": 0}}, expect=(404,),
+                                _content_type=MERGE_PATCH)
+            if not isinstance(answer, Refused):
+                log.info("stopped instance %s", name)
         return self.status(name)
 
     def restart(self, name: str) -> Observed:
@@ -652,7 +662,10 @@ class KubernetesOrchestrator(Orchestrator):
                  (self._secret, secret_name(name)), (self._config_map, config_map_name(name))]
         if purge_volumes:
             kinds += [(self._pvc, pvc_name(name, volume)) for volume in VOLUME_MOUNTS]
-        for kind, object_name in kinds:
+        # Read all first: an object of that name that is not ours stops it before any delete.
+        present = [(kind, object_name) for kind, object_name in kinds
+                   if self._read(kind, object_name) is not None]
+        for kind, object_name in present:
             if self._delete(kind, object_name):
                 log.info("deleted %s %s of instance %s", kind.label, object_name, name)
 
@@ -660,7 +673,10 @@ class KubernetesOrchestrator(Orchestrator):
         return pods_of(name, self._list(self._pod, f"{LABEL_INSTANCE}={name}"))
 
     def status(self, name: str) -> Observed:
-        deployment = self._read(self._deployment, name)
+        try:
+            deployment = self._read(self._deployment, name)
+        except FinalError as exc:  # a foreign Deployment holds the name
+            return Observed(name, Status.ERROR, str(exc))
         if deployment is None:
             return observe(name, None, [])
         observed = observe(name, deployment, self._pods(name))

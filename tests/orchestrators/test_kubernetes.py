@@ -72,14 +72,42 @@ def test_ensure_twice_writes_nothing(kube_api, orch):
 def test_ensure_converges_objects_that_already_exist(kube_api, orch):
     """A 409 on create (made concurrently, or left by an interrupted run) means converge."""
     core = client.CoreV1Api(kube_api.api_client())
-    core.create_namespaced_secret(NS, {"metadata": {"name": "bot-k8s-keys"},
-                                       "data": {"STALE_KEY": "eA=="}})
+    core.create_namespaced_secret(NS, {"metadata": {
+        "name": "bot-k8s-keys", "labels": {"managed-by": "claworc", "claworc.instance": "bot-k8s"}},
+        "data": {"STALE_KEY": "eA=="}})
     # The read misses it once (as if it was created between our read and our create).
     kube_api.inject("GET", "/secrets/bot-k8s-keys", 404, times=1)
     orch.ensure(make_spec())
     assert secret_env(kube_api, "bot-k8s") == {"ANTHROPIC_API_KEY": SECRET_VALUE}
     labels = kube_api.stored("v1/secrets", "bot-k8s-keys")["metadata"]["labels"]
-    assert labels["managed-by"] == "claworc"
+    assert labels["app"] == "bot-k8s"
+
+
+def test_objects_of_that_name_not_ours_are_left_alone(kube_api, orch):
+    core = client.CoreV1Api(kube_api.api_client())
+    apps = client.AppsV1Api(kube_api.api_client())
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "bot-k8s-config"},
+                                           "data": {"someone": "else"}})
+    with pytest.raises(FinalError, match="ConfigMap named bot-k8s-config .* not managed"):
+        orch.ensure(make_spec())
+    assert kube_api.stored("v1/configmaps", "bot-k8s-config")["data"] == {"someone": "else"}
+    assert kube_api.stored("apps/v1/deployments", "bot-k8s") is None
+    with pytest.raises(FinalError, match="not managed by Claworc"):
+        orch.delete("bot-k8s")
+    assert kube_api.stored("v1/configmaps", "bot-k8s-config") is not None
+    assert kube_api.stored("v1/secrets", "bot-k8s-keys") is not None  # nothing deleted
+
+    apps.create_namespaced_deployment(NS, {
+        "metadata": {"name": "bot-foreign"},
+        "spec": {"selector": {"matchLabels": {"app": "f"}}, "template": {
+            "metadata": {"labels": {"app": "f"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    observed = orch.status("bot-foreign")
+    assert observed.status is Status.ERROR and "not managed by Claworc" in observed.message
+    for operation in (orch.start, orch.stop, orch.restart):
+        with pytest.raises(FinalError):
+            operation("bot-foreign")
+    assert "bot-foreign" not in orch.status_all()
 
 
 def test_ensure_applies_changes_and_restarts_for_keys_and_config(kube_api, orch):
