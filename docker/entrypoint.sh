@@ -3,7 +3,8 @@
 #   all (default)  web, worker and beat together (honcho + Procfile): the seed's single `docker run`
 #   web            gunicorn on $CLAWORC_BIND (0.0.0.0:8000)
 #   worker         Celery worker        beat   Celery beat
-# Anything else is run as given (e.g. `python manage.py shell`).
+# Anything else is run as given, as the same user with the same keys, e.g.
+#   docker exec -it claworc-dashboard claworc-entrypoint python manage.py shell
 #
 # As root it prepares the data directory, then drops to the `claworc` user with the Docker
 # socket's group added (the socket needs root or that group). Then, for every role: keys, the
@@ -35,12 +36,6 @@ if [ "$(id -u)" = 0 ] && [ "${CLAWORC_RUN_AS_ROOT:-false}" != true ] && id clawo
   fi
 fi
 
-role="${1:-all}"
-case "$role" in
-  all | web | worker | beat) [ $# -gt 0 ] && shift ;;
-  *) exec "$@" ;;
-esac
-
 mkdir -p "$data_dir" "$config_dir"
 # The seed's `docker run` example passes no secrets: generate them once into the data volume.
 if [ -z "${SECRET_KEY:-}" ]; then
@@ -57,6 +52,12 @@ if [ -z "${CLAWORC_ENCRYPTION_KEY:-}" ]; then
   export CLAWORC_ENCRYPTION_KEY
 fi
 chmod 600 "$data_dir"/secret.key "$data_dir"/encryption.key 2>/dev/null || true
+
+role="${1:-all}"
+case "$role" in
+  all | web | worker | beat) if [ $# -gt 0 ]; then shift; fi ;;
+  *) exec "$@" ;;
+esac
 
 cd /app
 # Refuse before anything starts when the daemon cannot see the config directory.
