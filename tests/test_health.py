@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,32 @@ def test_health_with_the_database_down_is_503(tmp_path):
     assert data["orchestrator"]["reachable"] is False
     assert str(tmp_path) not in result["body"]
     assert_no_secrets(result["body"])
+
+
+@pytest.fixture
+def silent_daemon():
+    """A TCP endpoint that accepts connections and never answers: a hung Docker daemon."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stored", ["docker", "auto"])
+def test_health_does_not_hang_on_a_daemon_that_never_answers(client, silent_daemon, stored):
+    Setting.set(registry.SETTING_KEY, stored)
+    started = time.monotonic()
+    with override_settings(CLAWORC_DOCKER_HOST=silent_daemon):
+        response = client.get("/health")
+    elapsed = time.monotonic() - started
+    data = response.json()
+    assert response.status_code == 200
+    assert data["orchestrator"]["reachable"] is False
+    assert "did not answer within" in data["orchestrator"]["detail"]
+    assert data["orchestrator_backend"] == ("docker" if stored == "docker" else "none")
+    # The bound is about 2 s; the margin is for a loaded machine, not a performance figure.
+    assert elapsed < 10
