@@ -19,7 +19,9 @@ class Command(BaseCommand):
         password = os.environ.get("CLAWORC_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
         if os.environ.get("CLAWORC_ADMIN_PASSWORD"):
-            self.stdout.write(f"Created admin user {username!r} (password from CLAWORC_ADMIN_PASSWORD).")
+            self.stdout.write(
+                f"Created admin user {username!r} (password from CLAWORC_ADMIN_PASSWORD)."
+            )
         else:
             # Printed once, on the first start only: there is no other copy of it.
             self.stdout.write(f"Created admin user {username!r} with password: {password}")
