@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # pip installs). The dashboard drops to the unprivileged `claworc` user after start-up (entrypoint).
 RUN python3 -m venv /opt/venv \
  && (getent passwd claworc >/dev/null || useradd --system --uid 10001 --user-group \
-      --home-dir /app --no-create-home --shell /usr/sbin/nologin claworc)
+      --home-dir /home/claworc --create-home --shell /usr/sbin/nologin claworc)
 
 WORKDIR /app
 # Dependencies first, in their own layer, so a code change does not reinstall them.

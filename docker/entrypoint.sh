@@ -32,7 +32,7 @@ if [ "$(id -u)" = 0 ] && [ "${CLAWORC_RUN_AS_ROOT:-false}" != true ] && id clawo
   fi
   if [ -n "$groups" ]; then
     exec setpriv --reuid=claworc --regid=claworc --groups="$groups" --inh-caps=-all \
-      env HOME=/app "$0" "$@"
+      env HOME=/home/claworc "$0" "$@"
   fi
 fi
 

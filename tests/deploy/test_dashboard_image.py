@@ -231,6 +231,8 @@ def test_dashboard_in_docker_creates_a_sibling_bot_that_sees_its_config(
             return True
 
     _wait_for(gone, 60, "the bot container was not removed")
+    # Nothing in the dashboard tried to write where its unprivileged user may not.
+    assert "Permission denied" not in dashboard.logs().decode()
     left = {v.name for v in docker_client.volumes.list(
         filters={"name": f"claworc-{names['bot']}-"})}
     assert left == set()
