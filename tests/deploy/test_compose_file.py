@@ -3,6 +3,7 @@ the file is checked, not run)."""
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
@@ -41,3 +42,25 @@ def test_worker_and_beat_wait_for_the_migrated_web_and_skip_the_http_check():
         assert services[role]["depends_on"] == {"web": {"condition": "service_healthy"}}
         assert services[role]["healthcheck"] == {"disable": True}
     assert services["web"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def _compose_cli() -> list[str] | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def test_compose_validates_the_file_where_a_compose_cli_is_installed():
+    import subprocess
+
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose / docker-compose here (the file is still checked above)")
+    done = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
