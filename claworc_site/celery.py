@@ -19,3 +19,17 @@ def _faster_embedded_broker(sender, **kwargs):
         from kombu.transport import sqlalchemy
 
         sqlalchemy.Transport.polling_interval = 0.05
+
+
+@app.on_after_configure.connect
+def _reconcile_on_beat(sender, **kwargs):
+    # Drift (a container removed, stopped or crashed outside Claworc) is found by this run, every
+    # CLAWORC_RECONCILE_INTERVAL seconds. A run not started within one interval is dropped: the
+    # next one observes the same things, so a backlog of them would only be wasted work.
+    from django.conf import settings
+
+    interval = float(settings.CLAWORC_RECONCILE_INTERVAL)
+    sender.add_periodic_task(
+        interval, sender.signature("instances.tasks.reconcile_all", options={"expires": interval}),
+        name="reconcile all instances",
+    )

@@ -436,6 +436,17 @@ def _status_write(*, pk: int, status: str, message: str, now: datetime | None = 
 
 
 def _observed_fields(observed: Observed) -> tuple[str, str]:
+    """Status and a stable message: a backend's "Up 3 minutes" would change at every look."""
+    code = observed.exit_code
+    if observed.status == ObservedStatus.RUNNING:
+        return str(observed.status), ""
+    if observed.status == ObservedStatus.STOPPED:
+        if not observed.exists:
+            return str(observed.status), "No workload exists."
+        return str(observed.status), "Stopped." if code is None else f"Stopped (exit code {code})."
+    if observed.status == ObservedStatus.CREATING:
+        return str(observed.status), (
+            "Starting." if code is None else f"Restarting after exit code {code}.")
     return str(observed.status), observed.message
 
 
@@ -544,8 +555,6 @@ def instance_observe(*, pk: int, owner: str) -> str:
                             result=Activity.Result.ERROR, actor=SYSTEM, message=text)
             return "error"
         status, message = _observed_fields(observed)
-        if not observed.exists:
-            message = message or "No workload exists."
         _status_write(pk=pk, status=status, message=message)
         activity_record(instance_id=pk, instance_name=name, action="refresh",
                         result=Activity.Result.OK, actor=SYSTEM, message=f"Observed {status}.")
@@ -666,10 +675,10 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
                  f"{name} was running although its desired state is stopped; stopping it.")
             report.repairs.append(name)
             to_enqueue.append(row["pk"])
-        elif obs is not None and obs.status == ObservedStatus.ERROR:
-            new = (Instance.Status.ERROR, obs.message)
+        elif obs is not None:
+            new = _observed_fields(obs)
         else:
-            new = (Instance.Status.STOPPED, "")
+            new = (Instance.Status.STOPPED, "No workload exists.")
         if row["requested_action"] and row["pk"] not in to_enqueue:
             to_enqueue.append(row["pk"])  # a restart/recreate whose task was lost
         if new is not None and new != current:
@@ -727,9 +736,7 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):
              f"{name} was stopped outside Claworc (exit code {obs.exit_code}); starting it.")
         report.repairs.append(name)
         return (Instance.Status.CREATING, "Starting: it was stopped outside Claworc.")
-    if obs.status == ObservedStatus.CREATING and status == Instance.Status.CREATING:
-        return None  # keep status_since: the timeout runs from the first "creating"
-    return (str(obs.status), obs.message)
+    return _observed_fields(obs)
 
 
 def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> None:
@@ -743,11 +750,14 @@ def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> 
             Instance.objects.select_for_update().filter(untouched, pk__in=list(updates))
             .values_list("pk", flat=True)
         ) if updates else set()
+        before = {r["pk"]: r for r in rows}
         objs = []
         for pk, (status, message) in updates.items():
             if pk in fresh:
+                # status_since moves only with the status: the "creating" timeout runs from it.
+                since = before[pk]["status_since"] if before[pk]["status"] == status else now
                 objs.append(Instance(pk=pk, status=status, status_message=message,
-                                     status_observed_at=now, status_since=now))
+                                     status_observed_at=now, status_since=since))
         if objs:
             Instance.objects.bulk_update(
                 objs, ["status", "status_message", "status_observed_at", "status_since"],
