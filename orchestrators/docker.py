@@ -337,19 +337,19 @@ class DockerOrchestrator(Orchestrator):
 
     @property
     def client(self) -> docker.DockerClient:
-        """The Docker client (made on first use). Raises TransientError when unreachable."""
+        """The Docker client, made on first use (docker.errors.DockerException when the daemon
+        does not answer; the operations below turn that into TransientError)."""
         if self._client is not None and (not self._owns_client or self._client_pid == os.getpid()):
             return self._client
         with self._lock:
             if self._client is None or (self._owns_client and self._client_pid != os.getpid()):
-                with self._translate("", "connect to"):
-                    # Version negotiation is the first request: keep it short like ping.
-                    short = min(self.timeout, PING_TIMEOUT)
-                    if self.base_url:
-                        client = docker.DockerClient(base_url=self.base_url, timeout=short)
-                    else:
-                        client = docker.from_env(timeout=short)
-                    client.api.timeout = self.timeout
+                # Version negotiation is the first request: keep it short like ping.
+                short = min(self.timeout, PING_TIMEOUT)
+                if self.base_url:
+                    client = docker.DockerClient(base_url=self.base_url, timeout=short)
+                else:
+                    client = docker.from_env(timeout=short)
+                client.api.timeout = self.timeout
                 self._client, self._client_pid = client, os.getpid()
         return self._client
 
@@ -361,10 +361,13 @@ class DockerOrchestrator(Orchestrator):
         mount holding config_dir (orchestrators/docker_host.py; ConfigDirNotShared, a
         FinalError, when it lies on none).
         """
+        return self._daemon_config_dir("")
+
+    def _daemon_config_dir(self, name: str) -> str:
         if self._host_config_dir is None:
             from . import docker_host
 
-            with self._translate("", "find the config directory on"):
+            with self._translate(name, "find the config directory for"):
                 self._host_config_dir = docker_host.host_config_dir(self.config_dir, self.client)
         return self._host_config_dir
 
@@ -433,7 +436,7 @@ class DockerOrchestrator(Orchestrator):
         try:
             return container_create_kwargs(
                 spec,
-                config_path(self.host_config_dir, spec.name),
+                config_path(self._daemon_config_dir(spec.name), spec.name),
                 privileged=self.privileged and spec.privileged,
                 init=self.init,
             )
@@ -574,8 +577,8 @@ class DockerOrchestrator(Orchestrator):
 
     def ping(self) -> str:
         """Ask the daemon its version within a few seconds: "ping ok, server 20.10.24"."""
-        api = self.client.api
         with self._translate("", "ping"):
+            api = self.client.api
             # The public version() has no per-call timeout; ping must answer fast.
             info = api._result(api._get(api._url("/version"), timeout=PING_TIMEOUT), json=True)
         return f"ping ok, server {info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
