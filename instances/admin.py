@@ -37,7 +37,7 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     form = InstanceAdminForm  # write-only API key overrides, shown masked
     list_display = [
         "name", "display_name", "status", "short_status_message", "desired_state",
-        "status_observed_at", "chrome_vnc", "terminal_vnc",
+        "last_observed", "chrome_vnc", "terminal_vnc",
     ]
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "display_name"]
@@ -104,6 +104,10 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     @admin.display(description="Status message", ordering="status_message")
     def short_status_message(self, obj):
         return truncatechars(obj.status_message, 80)
+
+    @admin.display(description="Last observed", ordering="status_observed_at")
+    def last_observed(self, obj):
+        return obj.status_observed_at
 
     @admin.display(description="Chrome VNC", ordering="ports__port_chrome")
     def chrome_vnc(self, obj):

@@ -115,12 +115,16 @@ class FakeOrchestrator(Orchestrator):
 
 
 @contextlib.contextmanager
-def eager_tasks():
-    """Run Celery tasks in-process when enqueued (on commit), errors propagating to the test."""
+def eager_tasks(*, propagate: bool = True):
+    """Run Celery tasks in-process when enqueued (on commit).
+
+    With `propagate`, a task's error reaches the test; without, Celery handles it as a worker
+    would (retries run at once, in-process).
+    """
     from claworc_site.celery import app
 
     saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, propagate
     try:
         yield
     finally:
