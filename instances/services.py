@@ -717,8 +717,10 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):
              f"The workload of {name} is missing (removed outside Claworc); recreating it.")
         report.repairs.append(name)
         return (Instance.Status.CREATING, "Recreating: the workload was removed outside Claworc.")
-    if obs.status == ObservedStatus.STOPPED:
-        if obs.exit_code is not None and obs.exit_code not in STOP_EXIT_CODES:
+    crashed = obs.exit_code is not None and obs.exit_code not in STOP_EXIT_CODES
+    # A restart policy makes a crashing container "restarting": still a crash, shown at once.
+    if obs.status == ObservedStatus.STOPPED or (obs.status == ObservedStatus.CREATING and crashed):
+        if crashed:
             try:
                 tail = orch.logs(name, lines=LOG_TAIL_LINES).strip()
             except (FinalError, TransientError):

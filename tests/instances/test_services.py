@@ -256,6 +256,16 @@ def test_reconcile_all_repairs_drift_in_one_list_call(orch, run_tasks):
     assert orch.ops("ensure") == [] and orch.ops("logs") == []
 
 
+def test_reconcile_all_shows_a_crash_loop_as_error_at_once(orch, run_tasks):
+    inst = _make("bot-t4-loop", status="running")
+    _running(orch, inst, status=Status.CREATING, exit_code=2, logs="fatal: bad config\n")
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    inst.refresh_from_db()
+    assert inst.status == "error"
+    assert inst.status_message.startswith(
+        "Exited with code 2. Last log lines:\nfatal: bad config")
+
+
 def test_reconcile_all_reports_orphans_and_never_deletes_them(orch, run_tasks):
     from orchestrators.base import InstanceSpec
 
