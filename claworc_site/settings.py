@@ -130,6 +130,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env_bool(env, "CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # acks_late tasks of a killed worker come back after the visibility timeout (1 h by default);
+    # every task is idempotent and time-limited, so a little past the hard limit is safe.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CLAWORC_TASK_TIME_LIMIT + 60}
 
 LOGGING = {
     "version": 1,
