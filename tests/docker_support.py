@@ -2,6 +2,7 @@
 on both VNC ports, like the real agent's noVNC servers."""
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -37,3 +38,13 @@ def build_agent_image(client, tag: str = AGENT_IMAGE) -> str:
         (Path(ctx) / "Dockerfile").write_text(_DOCKERFILE)
         client.images.build(path=ctx, tag=tag, rm=True, forcerm=True)
     return tag
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    """Whether a listening socket could take `port` now (Docker publishes on all interfaces)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

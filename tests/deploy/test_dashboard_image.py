@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import tempfile
 import time
 import urllib.request
@@ -18,20 +17,12 @@ import docker.errors
 import pytest
 
 from tests.deploy.conftest import DOCKER_SOCKET
+from tests.docker_support import port_is_free
 
 pytestmark = [pytest.mark.deploy, pytest.mark.docker, pytest.mark.slow,
               pytest.mark.timeout(1800)]
 
 VOLUME_SUFFIXES = ("clawdbot", "homebrew", "clawd", "chrome")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture
@@ -42,7 +33,7 @@ def ports():
     """
     for _ in range(50):
         start = random.randrange(33200, 33396, 4)
-        if all(_port_free(p) for p in range(start, start + 3)):
+        if all(port_is_free(p, "127.0.0.1") for p in range(start, start + 3)):
             return {"start": start, "end": start + 1, "web": start + 2}
     pytest.fail("no free port window in 33200-33399", pytrace=False)
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from instances.models import Activity, Instance, PortAllocation
 from orchestrators.registry import override
-from tests.fakes import FakeOrchestrator, eager_tasks
+from tests.fakes import eager_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +20,6 @@ CHANGELIST = reverse("admin:instances_instance_changelist")
 @pytest.fixture(autouse=True)
 def _ports(settings):
     settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 32000, 32399
-
-
-@pytest.fixture
-def orch():
-    with override(FakeOrchestrator()) as fake:
-        yield fake
 
 
 @pytest.fixture

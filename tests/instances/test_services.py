@@ -9,8 +9,7 @@ from django.utils import timezone
 from instances import services
 from instances.models import Activity, Instance, InstanceLease, OrphanWorkload, PortAllocation
 from orchestrators.base import FinalError, Status, TransientError
-from orchestrators.registry import override
-from tests.fakes import FakeOrchestrator, FakeWorkload, eager_tasks
+from tests.fakes import FakeWorkload, eager_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _ports(settings):
     settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 32000, 32399
-
-
-@pytest.fixture
-def orch():
-    with override(FakeOrchestrator()) as fake:
-        yield fake
 
 
 @pytest.fixture

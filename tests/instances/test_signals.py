@@ -7,8 +7,7 @@ from django.core import serializers
 
 from instances import services
 from instances.models import Activity, Instance
-from orchestrators.registry import override
-from tests.fakes import FakeOrchestrator, eager_tasks
+from tests.fakes import eager_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -16,12 +15,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _ports(settings):
     settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 32000, 32399
-
-
-@pytest.fixture
-def orch():
-    with override(FakeOrchestrator()) as fake:
-        yield fake
 
 
 def test_creating_from_code_provisions_after_commit(orch, django_capture_on_commit_callbacks):

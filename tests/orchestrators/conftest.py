@@ -8,24 +8,15 @@ import contextlib
 import random
 import secrets
 import shutil
-import socket
 
 import pytest
 
 from orchestrators.base import InstanceSpec, Resources
 from orchestrators.docker import DockerOrchestrator, volume_names
+from tests.docker_support import port_is_free
 
 T3_PREFIX = "bot-t3-"
 PORT_LOW, PORT_HIGH = 31000, 31199
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 class PortPairs:

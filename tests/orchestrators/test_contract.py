@@ -14,7 +14,6 @@ import base64
 import contextlib
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from orchestrators.base import FinalError, InstanceSpec, Orchestrator, Resources, Status
+from tests.docker_support import port_is_free
 from tests.kube_support import KubeEmulator
 
 PREFIX = "bot-t6-"
@@ -110,16 +110,6 @@ def kubernetes_harness():
 
 # --- Docker ------------------------------------------------------------------------------------
 
-def _port_pair_free(port: int) -> bool:
-    for candidate in (port, port + 1):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", candidate))
-            except OSError:
-                return False
-    return True
-
-
 @contextlib.contextmanager
 def docker_harness(docker_client, agent_image, config_dir):
     import docker.errors
@@ -130,7 +120,7 @@ def docker_harness(docker_client, agent_image, config_dir):
                               timeout=30)
     specs: dict[str, InstanceSpec] = {}
     token = secrets.token_hex(3)
-    free = (p for p in DOCKER_PORTS if _port_pair_free(p))
+    free = (p for p in DOCKER_PORTS if port_is_free(p) and port_is_free(p + 1))
 
     def make_spec(suffix: str, **changes) -> InstanceSpec:
         name = f"{PREFIX}{token}-{suffix}"

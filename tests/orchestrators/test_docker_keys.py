@@ -8,32 +8,23 @@ Everything made here is named `bot-t7-<token>` and uses host ports 33000-33199.
 import contextlib
 import random
 import secrets
-import socket
 
 import pytest
 
 from orchestrators.base import VOLUME_MOUNTS, InstanceSpec, Status
 from orchestrators.docker import DockerOrchestrator, volume_names
+from tests.docker_support import port_is_free
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PORT_LOW, PORT_HIGH = 33000, 33199
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_pair() -> tuple[int, int]:
     pairs = list(range(PORT_LOW, PORT_HIGH, 2))
     random.shuffle(pairs)
     for port in pairs:
-        if _free(port) and _free(port + 1):
+        if port_is_free(port) and port_is_free(port + 1):
             return port, port + 1
     raise RuntimeError("no free port pair in 33000-33199")
 
