@@ -24,4 +24,6 @@ mkdir -p "$CLAWORC_DOCKER_CONFIG_DIR"
 .venv/bin/python manage.py ensure_admin
 .venv/bin/python manage.py detect_backend || true
 echo "Claworc: http://$CLAWORC_BIND/admin/"
-exec .venv/bin/honcho -d . -f Procfile start
+# The Procfile names bare commands (gunicorn, celery): they come from the virtualenv.
+export PATH="$PWD/.venv/bin:$PATH"
+exec honcho -d . -f Procfile start

@@ -1,0 +1,67 @@
+"""`make run` as a new user runs it: web, worker and beat come up; Ctrl-C stops all three."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.slow, pytest.mark.worker]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_script_starts_web_worker_and_beat_and_ctrl_c_stops_them(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLAWORC_", "DJANGO_")) and k not in {"SECRET_KEY", "DEBUG"}}
+    env.update(CLAWORC_DATA_DIR=str(tmp_path / "data"), CLAWORC_BIND=f"127.0.0.1:{port}",
+               CLAWORC_ADMIN_PASSWORD="tried-as-a-new-user")
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = log.read_text()
+            if "worker@" in text and " ready." in text and "beat: Starting" in text:
+                try:
+                    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                    break
+                except requests.ConnectionError:
+                    pass
+            time.sleep(0.5)
+        text = log.read_text()
+        assert health is not None and health.status_code == 200, text[-3000:]
+        assert health.json()["database"]["ok"] is True
+        assert "Created admin user 'admin'" in text
+        # Its own data directory holds the embedded database, broker and generated keys.
+        data = tmp_path / "data"
+        for name in ("claworc.sqlite3", "celery-broker.sqlite3", "secret.key", "encryption.key"):
+            assert (data / name).exists(), name
+        login = requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
+        assert login.status_code == 200 and "csrfmiddlewaretoken" in login.text
+
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        proc.wait(timeout=60)
+        text = log.read_text()
+        for role in ("web.1", "worker.1", "beat.1"):
+            assert f"{role} stopped" in text, text[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    leftovers = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True)
+    assert leftovers.returncode == 1, leftovers.stdout
