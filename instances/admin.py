@@ -5,7 +5,9 @@ and enqueue tasks that run in the Celery worker.
 """
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.template.defaultfilters import truncatechars
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from instances import services
@@ -184,16 +186,27 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     @admin.action(description="Delete selected instances, keeping their volumes",
                   permissions=["delete"])
     def delete_keeping_volumes(self, request, queryset):
-        self._report(request, services.instance_delete(
-            instance_ids=self._ids(queryset), keep_volumes=True,
-            actor=request.user.get_username()))
+        return self._delete(request, queryset, action="delete_keeping_volumes", keep_volumes=True)
 
     @admin.action(description="Delete selected instances with their volumes (data lost)",
                   permissions=["delete"])
     def delete_with_volumes(self, request, queryset):
+        return self._delete(request, queryset, action="delete_with_volumes", keep_volumes=False)
+
+    def _delete(self, request, queryset, *, action: str, keep_volumes: bool):
+        # Deleting cannot be undone (and may destroy data): ask first, as Django's own does.
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request, "admin/instances/instance/delete_action_confirmation.html",
+                {**self.admin_site.each_context(request), "opts": self.model._meta,
+                 "title": "Delete instances?", "instances": list(queryset),
+                 "keep_volumes": keep_volumes, "action": action,
+                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            )
         self._report(request, services.instance_delete(
-            instance_ids=self._ids(queryset), keep_volumes=False,
+            instance_ids=self._ids(queryset), keep_volumes=keep_volumes,
             actor=request.user.get_username()))
+        return None
 
 
 @admin.register(PortAllocation)

@@ -38,9 +38,9 @@ def _make(n, **fields):
     return objs
 
 
-def _act(client, action, objs, follow=True):
-    return client.post(CHANGELIST, {"action": action, "_selected_action": [o.pk for o in objs]},
-                       follow=follow)
+def _act(client, action, objs, follow=True, **extra):
+    return client.post(CHANGELIST, {"action": action, "_selected_action": [o.pk for o in objs],
+                                    **extra}, follow=follow)
 
 
 @pytest.mark.parametrize(("action", "desired", "requested", "said"), [
@@ -79,7 +79,15 @@ def test_delete_actions_remove_rows_and_queue_teardown(client, staff, orch, acti
                                                        django_capture_on_commit_callbacks):
     objs = _make(2)
     with django_capture_on_commit_callbacks() as callbacks:
-        page = _act(client, action, objs)
+        asked = _act(client, action, objs)
+    # First a confirmation page that says what happens to the volumes; nothing is deleted yet.
+    question = asked.content.decode()
+    assert "bot-t4-0000" in question and "bot-t4-0001" in question
+    assert ("The data in the volumes is lost" in question) is purge
+    assert ("are <strong>kept</strong>" in question) is not purge
+    assert Instance.objects.count() == 2 and not callbacks and orch.calls == []
+    with django_capture_on_commit_callbacks() as callbacks:
+        page = _act(client, action, objs, confirm="yes")
     text = page.content.decode()
     assert "Queued deletion" in text and "bot-t4-0000, bot-t4-0001" in text
     assert not Instance.objects.exists() and not PortAllocation.objects.exists()
@@ -109,7 +117,7 @@ def test_view_only_staff_gets_only_refresh_and_cannot_run_others(client, orch):
     names = [c[0] for c in client.get(CHANGELIST).context["action_form"].fields["action"].choices]
     assert names == ["", "refresh_instances"]
     _act(client, "stop_instances", objs)
-    _act(client, "delete_with_volumes", objs)
+    _act(client, "delete_with_volumes", objs, confirm="yes")
     inst = Instance.objects.get()
     assert inst.desired_state == "running"
     assert not Activity.objects.filter(action__in=["stop", "delete"]).exists()

@@ -162,14 +162,14 @@ class Admin:
             f"adding {display_name} failed: {reply.status_code}\n{_errors(reply.text)}")
         return reply
 
-    def action(self, action: str, pks: list[int]) -> str:
+    def action(self, action: str, pks: list[int], **extra: str) -> str:
         """Run a changelist action; return the text of the messages it showed."""
         url = f"{self.base}/admin/instances/instance/"
         page = self.http.get(url, timeout=HTTP_TIMEOUT)
         page.raise_for_status()
         reply = self.http.post(url, timeout=HTTP_TIMEOUT, headers={"Referer": url}, data={
             "csrfmiddlewaretoken": csrf_token(page.text), "action": action, "index": "0",
-            "select_across": "0", "_selected_action": [str(pk) for pk in pks],
+            "select_across": "0", "_selected_action": [str(pk) for pk in pks], **extra,
         })
         reply.raise_for_status()
         found = re.findall(r'<li class="(?:success|warning|info|error)">(.*?)</li>', reply.text,

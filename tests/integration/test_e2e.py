@@ -58,7 +58,7 @@ def test_admin_add_stop_delete(make_stack, docker_client, broker):
     assert container.status == "exited"
     assert port_is_closed(row["port_chrome"]) and port_is_closed(row["port_terminal"])
 
-    said = admin.action("delete_with_volumes", [row["id"]])
+    said = admin.action("delete_with_volumes", [row["id"]], confirm="yes")
     assert f"Queued deletion of 1 instance: {name}." in said
     wait_for("nothing left", lambda: docker_objects(docker_client, name) == ([], []), timeout=30)
     assert stack.db.instance(name) is None
