@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
@@ -56,29 +56,43 @@ def _free_even_ports(start: int, end: int, used: set[int]):
             yield port
 
 
+# Any fixed 64-bit number: the advisory lock that makes PostgreSQL allocations take turns.
+_PORTS_LOCK_KEY = 0x636C61776F7263  # "claworc"
+
+
+def _serialize_port_allocations() -> None:
+    # On SQLite the IMMEDIATE transaction already holds the database's write lock. PostgreSQL
+    # would let every worker race for the same lowest port; the unique columns keep that correct
+    # but a loser can lose again and again, so allocations wait for each other instead.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PORTS_LOCK_KEY])
+
+
 def ports_allocate(*, instance: Instance, attempts: int = 20) -> PortAllocation:
     """Give `instance` the lowest free even/odd pair; return its existing pair if it has one.
 
-    The unique columns decide races: a loser retries with the next free port, so two workers can
-    never hold the same pair.
+    Allocations take turns (a transaction-scoped lock); the unique columns are the backstop that
+    makes a double allocation impossible even so: a loser retries with the next free port.
     """
     existing = PortAllocation.objects.filter(instance=instance).first()
     if existing:
         return existing
     start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
     for _ in range(attempts):
-        used = set(
-            PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
-            .values_list("port_chrome", flat=True)
-        )
-        port = next(_free_even_ports(start, end, used), None)
-        if port is None:
-            raise PortRangeFull(
-                f"No free port pair between CLAWORC_PORT_START={start} and "
-                f"CLAWORC_PORT_END={end}; delete an instance or widen the range."
-            )
         try:
             with transaction.atomic():
+                _serialize_port_allocations()
+                used = set(
+                    PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
+                    .values_list("port_chrome", flat=True)
+                )
+                port = next(_free_even_ports(start, end, used), None)
+                if port is None:
+                    raise PortRangeFull(
+                        f"No free port pair between CLAWORC_PORT_START={start} and "
+                        f"CLAWORC_PORT_END={end}; delete an instance or widen the range."
+                    )
                 return PortAllocation.objects.create(
                     instance=instance, port_chrome=port, port_terminal=port + 1
                 )
