@@ -116,10 +116,16 @@ def normalize_key(value: str) -> str:
     return value
 
 
+#: Below this length the last 4 characters would be too much of the key: show none of it.
+MASK_MIN_LENGTH = 12
+
+
 @sensitive_variables()
 def mask(value: str) -> str:
     """`****` + the last 4 characters: enough to recognise a key, never enough to use it."""
-    return "****" + value[-4:] if value else ""
+    if not value:
+        return ""
+    return "****" + value[-4:] if len(value) >= MASK_MIN_LENGTH else "****"
 
 
 # --- Globals (Setting rows `api_key:<ENV_NAME>`) ------------------------------------------------

@@ -58,9 +58,10 @@ def test_unknown_key_name_is_refused():
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("sk-ant-abcdefgh1234", "****1234"), ("abc", "****abc"), ("", "")],
+    [("sk-ant-abcdefgh1234", "****1234"), ("abcdefgh1234", "****1234"),
+     ("abcdefg1234", "****"), ("abc", "****"), ("", "")],
 )
-def test_mask_shows_only_the_last_four(value, shown):
+def test_mask_shows_only_the_last_four_and_nothing_of_a_short_key(value, shown):
     assert keys.mask(value) == shown
 
 
