@@ -1,7 +1,5 @@
 """The admin's API key inputs: write-only, masked, empty keeps, "clear" removes."""
 
-from html.parser import HTMLParser
-
 import pytest
 from cryptography.fernet import Fernet
 from django.contrib.auth.models import Permission, User
@@ -10,6 +8,7 @@ from django.urls import reverse
 from instances import key_services, keys, services
 from instances.forms import GlobalApiKeysForm, InstanceAdminForm
 from instances.models import Instance, Setting
+from tests.html_forms import form_inputs
 
 pytestmark = pytest.mark.django_db
 
@@ -36,57 +35,6 @@ def staff(client):
     return client
 
 
-class _Inputs(HTMLParser):
-    """The values a browser would submit for the first form with method=post."""
-
-    def __init__(self):
-        super().__init__()
-        self.data, self._in_form, self._textarea, self._select = {}, False, None, None
-        self.password_values = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form" and a.get("method", "").lower() == "post":
-            self._in_form = True
-        if not self._in_form or "name" not in a and tag != "option":
-            return
-        if tag == "input":
-            kind = a.get("type", "text")
-            if kind == "password" and "value" in a:
-                self.password_values.append(a["value"])
-            if kind in {"checkbox", "radio"}:
-                if "checked" in a and "disabled" not in a:
-                    self.data[a["name"]] = a.get("value", "on")
-            elif kind not in {"submit", "button", "file"}:
-                self.data[a["name"]] = a.get("value", "")
-        elif tag == "textarea":
-            self._textarea = a["name"]
-            self.data[a["name"]] = ""
-        elif tag == "select":
-            self._select = a["name"]
-        elif tag == "option" and self._select:
-            if "selected" in a or self._select not in self.data:
-                self.data[self._select] = a.get("value", "")
-
-    def handle_endtag(self, tag):
-        if tag == "form":
-            self._in_form = False
-        elif tag == "textarea":
-            self._textarea = None
-        elif tag == "select":
-            self._select = None
-
-    def handle_data(self, data):
-        if self._textarea:
-            self.data[self._textarea] += data
-
-
-def _form_inputs(html: str) -> _Inputs:
-    parser = _Inputs()
-    parser.feed(html)
-    return parser
-
-
 def _change_url(instance):
     return reverse("admin:instances_instance_change", args=[instance.pk])
 
@@ -94,7 +42,7 @@ def _change_url(instance):
 def _post_change(client, instance, **fields):
     page = client.get(_change_url(instance))
     assert page.status_code == 200
-    data = _form_inputs(page.content.decode()).data
+    data = form_inputs(page.content.decode()).data
     data.update(fields)
     return client.post(_change_url(instance), data, follow=True)
 
@@ -112,7 +60,7 @@ def test_change_page_shows_only_masks_and_never_a_value(staff):
     assert "No override: uses the global key ****2222." in html
     assert "No override and no global key: not set." in html
     assert "restarts the instance briefly" in html
-    inputs = _form_inputs(html)
+    inputs = form_inputs(html)
     assert inputs.password_values == []
     assert inputs.data["key_anthropic_api_key"] == ""
 
@@ -181,7 +129,7 @@ def test_unreadable_override_shows_and_can_be_re_entered(staff, settings, reconc
 
 def test_adding_an_instance_stores_overrides_without_a_second_reconcile(staff, reconciled):
     page = staff.get(reverse("admin:instances_instance_add"))
-    data = _form_inputs(page.content.decode()).data
+    data = form_inputs(page.content.decode()).data
     data.update(display_name="t7 form add", key_anthropic_api_key=OVERRIDE)
     response = staff.post(reverse("admin:instances_instance_add"), data, follow=True)
     assert response.status_code == 200, response.content.decode()[:2000]
@@ -202,7 +150,7 @@ def test_global_page_is_listed_masks_and_converges(staff, reconciled):
     page = staff.get(url)
     assert page.status_code == 200
     assert "1 of 2 instances use it; 1 overrides it." in page.content.decode()
-    data = _form_inputs(page.content.decode()).data
+    data = form_inputs(page.content.decode()).data
     data["key_openai_api_key"] = GLOBAL
     html = staff.post(url, data, follow=True).content.decode()
     assert GLOBAL not in html
@@ -215,7 +163,7 @@ def test_global_page_is_listed_masks_and_converges(staff, reconciled):
                            "it up (its volumes are kept).")]
     assert keys.get_global_keys() == {"OPENAI_API_KEY": GLOBAL}
 
-    data = _form_inputs(html).data
+    data = form_inputs(html).data
     data["clear_openai_api_key"] = "on"
     html = staff.post(url, data, follow=True).content.decode()
     assert "Removed the global OPENAI_API_KEY (value not recorded)." in html
@@ -280,7 +228,7 @@ def test_an_error_report_hides_the_typed_key(staff, monkeypatch, page):
     # Fails after the key was read, normalized and encrypted: every frame above holds it.
     monkeypatch.setattr(key_services, "logger", type("Crash", (), {"info": crash})())
     url = _change_url(inst) if page == "instance" else reverse("admin:instances_api_keys")
-    data = _form_inputs(staff.get(url).content.decode()).data
+    data = form_inputs(staff.get(url).content.decode()).data
     data["key_brave_api_key"] = OVERRIDE
     staff.raise_request_exception = False
     records = []

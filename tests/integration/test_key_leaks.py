@@ -22,7 +22,6 @@ import random
 import re
 import secrets
 import sqlite3
-from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
 
@@ -38,55 +37,11 @@ from django.urls import reverse
 
 from orchestrators import registry
 from orchestrators.docker import DockerOrchestrator, volume_names
+from tests.html_forms import form_inputs
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 NAME_RE = re.compile(r"^bot-[a-z0-9-]+$")
-
-
-class _FormInputs(HTMLParser):
-    """What a browser submits for the page's first POST form (enough for the admin forms)."""
-
-    def __init__(self):
-        super().__init__()
-        self.data: dict[str, str] = {}
-        self._in_form = False
-        self._textarea = self._select = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form" and (a.get("method") or "").lower() == "post" and "id" in a:
-            self._in_form = True
-        if not self._in_form:
-            return
-        name = a.get("name")
-        if tag == "input" and name:
-            kind = a.get("type", "text")
-            if kind in {"checkbox", "radio"}:
-                if "checked" in a and "disabled" not in a:
-                    self.data[name] = a.get("value", "on")
-            elif kind not in {"submit", "button", "file"}:
-                self.data[name] = a.get("value", "")
-        elif tag == "textarea" and name:
-            self._textarea = name
-            self.data[name] = ""
-        elif tag == "select" and name:
-            self._select = name
-        elif tag == "option" and self._select:
-            if "selected" in a or self._select not in self.data:
-                self.data[self._select] = a.get("value", "")
-
-    def handle_endtag(self, tag):
-        if tag == "form":
-            self._in_form = False
-        elif tag == "textarea":
-            self._textarea = None
-        elif tag == "select":
-            self._select = None
-
-    def handle_data(self, data):
-        if self._textarea:
-            self.data[self._textarea] += data
 
 
 class Evidence:
@@ -185,9 +140,7 @@ def _page(client, evidence: Evidence, where: str, url: str, expect=200) -> str:
 
 def _post_form(client, evidence: Evidence, where: str, url: str, **fields) -> str:
     page = client.get(url)
-    parser = _FormInputs()
-    parser.feed(page.content.decode())
-    data = {**parser.data, **fields}
+    data = {**form_inputs(page.content.decode()).data, **fields}
     response = client.post(url, data, follow=True)
     body = response.content.decode()
     assert response.status_code == 200, f"{where}: {response.status_code}"
@@ -301,9 +254,8 @@ def test_an_api_key_appears_nowhere_but_in_its_container(
     evidence.add("/health", health.content.decode())
     # An error message: a refused form (a key entered and cleared at once) echoes nothing back.
     page = client.get(change_url)
-    parser = _FormInputs()
-    parser.feed(page.content.decode())
-    refused = client.post(change_url, {**parser.data, "key_anthropic_api_key": first,
+    refused = client.post(change_url, {**form_inputs(page.content.decode()).data,
+                                       "key_anthropic_api_key": first,
                                        "clear_anthropic_api_key": "on"})
     assert "Either enter a new key or clear it" in evidence.add("refused form",
                                                                refused.content.decode())
