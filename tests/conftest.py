@@ -65,3 +65,15 @@ def agent_image(docker_client):
 
     need_service("busybox-static", os.path.exists("/bin/busybox"))
     return build_agent_image(docker_client)
+
+
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    """No in-cluster config and no kubeconfig, so Kubernetes detection fails as on a laptop."""
+    from orchestrators import registry
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    registry.clear_cache()
+    yield
+    registry.clear_cache()

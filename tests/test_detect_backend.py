@@ -20,17 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NO_DAEMON = "unix:///nonexistent/claworc-t5.sock"
 
 kube_api = kube_support.kube_api
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_cluster(monkeypatch, tmp_path):
-    """No in-cluster config and no kubeconfig unless a test writes one."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_cluster")]
 
 
 def run(*args):

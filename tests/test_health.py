@@ -17,15 +17,7 @@ from orchestrators import registry
 ROOT = Path(__file__).resolve().parent.parent
 NO_DAEMON = "unix:///nonexistent/claworc-t5.sock"
 
-
-@pytest.fixture(autouse=True)
-def _no_cluster(monkeypatch, tmp_path):
-    """No in-cluster config and no kubeconfig: Kubernetes detection must fail here."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
+pytestmark = pytest.mark.usefixtures("no_cluster")
 
 
 def assert_no_secrets(body: str):
