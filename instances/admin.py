@@ -86,10 +86,10 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
         # A new row is provisioned by the post_save signal, attributed to this user.
         with services.acting_as(request.user.get_username()):
             super().save_model(request, obj, form, change)
+        # An edit of what the workload runs with was queued by the post_save signal.
         if change:
-            queued = services.instances_converge_if_changed(
-                instance=obj, changed=form.changed_data, actor=request.user.get_username())
-            if queued.queued:
+            queued = getattr(obj, "last_converge", None)
+            if queued and queued.queued:
                 self.message_user(request, f"{obj.name}: converging the workload to the new "
                                   "settings (queued).", messages.INFO)
 

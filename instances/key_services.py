@@ -162,6 +162,7 @@ def api_keys_set_overrides(
         Instance.objects.filter(pk=locked.pk).update(
             encrypted_api_keys=token, updated_at=timezone.now())
         instance.encrypted_api_keys = token
+        instance.remember_saved_spec(fields=["encrypted_api_keys"])  # saved, and converged here
         logger.info("API key overrides %s of %s changed by %s", _describe(changed),
                     locked.name, actor)
         if reconcile:

@@ -1,3 +1,4 @@
+import copy
 import re
 
 from django.conf import settings
@@ -27,6 +28,14 @@ def derive_name(display_name: str) -> str:
     if not slug.startswith(NAME_PREFIX):
         slug = NAME_PREFIX + slug if slug else ""
     return slug[:NAME_MAX_LENGTH].strip("-").lower()
+
+
+# Fields a workload is built from, plus the desired state: changing one means converging.
+CONVERGE_FIELDS = (
+    "desired_state", "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+    "storage_clawdbot", "storage_homebrew", "storage_clawd", "storage_chrome",
+    "clawdbot_config", "encrypted_api_keys",
+)
 
 
 class Instance(models.Model):
@@ -124,6 +133,26 @@ class Instance(models.Model):
                 validate_instance_name(self.name)
             except ValidationError as exc:
                 raise ValidationError({"display_name": exc.messages}) from None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance.remember_saved_spec()
+        return instance
+
+    def remember_saved_spec(self, fields=CONVERGE_FIELDS) -> None:
+        """Note what the workload was last saved with, to tell later which of it changed."""
+        saved = getattr(self, "_saved_spec", None) or {}
+        # A deep copy: code may change clawdbot_config in place.
+        saved.update({f: copy.deepcopy(self.__dict__[f]) for f in fields if f in self.__dict__})
+        self._saved_spec = saved
+
+    def changed_spec_fields(self) -> list[str]:
+        """CONVERGE_FIELDS whose value differs from when the row was loaded or last saved."""
+        saved = getattr(self, "_saved_spec", None)
+        if saved is None:
+            return []
+        return [f for f, value in saved.items() if self.__dict__.get(f, value) != value]
 
     @property
     def effective_image(self) -> str:

@@ -36,7 +36,14 @@ from django.utils import timezone
 from orchestrators.base import FinalError, Observed, Orchestrator, TransientError
 from orchestrators.base import Status as ObservedStatus
 
-from .models import Activity, Instance, InstanceLease, OrphanWorkload, PortAllocation
+from .models import (
+    CONVERGE_FIELDS,
+    Activity,
+    Instance,
+    InstanceLease,
+    OrphanWorkload,
+    PortAllocation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -236,24 +243,25 @@ def instance_provision(*, instance: Instance) -> None:
     _enqueue_reconcile(instance.pk)
 
 
-# Fields a workload is built from, plus the desired state: changing one means converging.
-CONVERGE_FIELDS = (
-    "desired_state", "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
-    "storage_clawdbot", "storage_homebrew", "storage_clawd", "storage_chrome",
-    "clawdbot_config", "encrypted_api_keys",
-)
-
-
 def instance_update(*, instance: Instance, actor: str | None = None, **changes) -> Queued:
     """Change fields of an instance; a change to what it runs with converges the workload."""
     for key, value in changes.items():
         setattr(instance, key, value)
     instance.full_clean()
-    with transaction.atomic():
-        instance.save(update_fields=[*changes, "updated_at"])
-        return instances_converge_if_changed(
-            instance=instance, changed=list(changes), actor=actor
-        )
+    with transaction.atomic(), acting_as(actor or current_actor()):
+        instance.save(update_fields=[*changes, "updated_at"])  # post_save: instance_saved
+    return getattr(instance, "last_converge", None) or Queued(verb="update")
+
+
+def instance_saved(*, instance: Instance) -> Queued:
+    """An existing row was saved (admin, shell, code): converge when what it runs with changed.
+
+    The outcome is left on `instance.last_converge` for the caller that saved it.
+    """
+    changed = instance.changed_spec_fields()
+    instance.remember_saved_spec()
+    instance.last_converge = instances_converge_if_changed(instance=instance, changed=changed)
+    return instance.last_converge
 
 
 def instances_converge_if_changed(*, instance: Instance, changed: Iterable[str],

@@ -8,10 +8,15 @@ from .models import Instance
 
 
 @receiver(post_save, sender=Instance, dispatch_uid="instances.provision")
-def provision_on_create(sender, instance, created, raw=False, **kwargs):
+def provision_or_converge(sender, instance, created, raw=False, **kwargs):
     # raw: loaddata restores rows as they were, it does not ask for new workloads.
-    if created and not raw:
+    if raw:
+        return
+    if created:
+        instance.remember_saved_spec()
         services.instance_provision(instance=instance)
+    else:
+        services.instance_saved(instance=instance)
 
 
 @receiver(post_delete, sender=Instance, dispatch_uid="instances.teardown")

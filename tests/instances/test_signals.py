@@ -35,6 +35,26 @@ def test_saving_an_existing_row_does_not_provision_again(django_capture_on_commi
     assert callbacks == []
 
 
+def test_editing_what_it_runs_with_from_code_converges_it(orch,
+                                                        django_capture_on_commit_callbacks):
+    Instance.objects.create(display_name="T4 Edit")
+    inst = Instance.objects.get(name="bot-t4-edit")  # as the shell would load it
+    with django_capture_on_commit_callbacks() as callbacks:
+        inst.cpu_limit = "1"
+        inst.clawdbot_config["model"] = "claude"  # changed in place, as code does
+        inst.save()
+    assert len(callbacks) == 1 and orch.calls == []  # queued, not run in the caller
+    assert Activity.objects.get(action="update").message == (
+        "Changed clawdbot_config, cpu_limit; converging the workload.")
+    with eager_tasks():
+        callbacks[0]()
+    spec = orch.workloads["bot-t4-edit"].spec
+    assert spec.resources.cpu_limit == "1" and spec.config == {"model": "claude"}
+    with django_capture_on_commit_callbacks() as callbacks:
+        inst.save()  # nothing changed since: nothing to converge
+    assert callbacks == []
+
+
 def test_raw_saves_from_fixtures_do_not_provision(django_capture_on_commit_callbacks):
     data = json.dumps([{"model": "instances.instance", "pk": 4242,
                         "fields": {"display_name": "T4 Fixture", "name": "bot-t4-fixture",
