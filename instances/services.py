@@ -708,7 +708,7 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
 
     _statuses_write_bulk(rows, updates, started=started, now=now)
     report.status_changes = len(updates)
-    report.orphans = _orphans_report(orch, rows, observed, busy, now)
+    report.orphans = _orphans_report(orch, rows, observed, orch.volumes_all(), busy, now)
     Activity.objects.bulk_create(activities)
     for pk in to_enqueue:
         _enqueue_reconcile(pk)
@@ -792,24 +792,33 @@ def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> 
             Instance.objects.filter(untouched, pk__in=same).update(status_observed_at=now)
 
 
-def _orphans_report(orch, rows, observed, busy, now) -> list[str]:
-    """Managed workloads with no Instance row: listed in OrphanWorkload, never deleted."""
+def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
+    """Managed workloads, or volumes, with no Instance row: listed in OrphanWorkload, never
+    deleted."""
     known = {r["name"] for r in rows}
-    candidates = {n: o for n, o in observed.items() if n not in known and n not in busy}
+    candidates = {n: (str(o.status), o.message) for n, o in observed.items()}
+    for name, names in volumes.items():
+        # Volumes kept by "delete keeping volumes", or left by a teardown that failed half-way.
+        candidates.setdefault(name, (
+            "volumes only",
+            f"{len(names)} volume(s) with no container: {', '.join(names)}. Create an instance "
+            f"named {name} to use them again, or remove them by hand.",
+        ))
+    candidates = {n: c for n, c in candidates.items() if n not in known and n not in busy}
     if candidates:
         # A row deleted a moment ago whose teardown has not run yet is not an orphan.
         recent = set(Activity.objects.filter(
             instance_name__in=list(candidates), action="delete",
             created_at__gte=now - lease_ttl(),
         ).values_list("instance_name", flat=True))
-        candidates = {n: o for n, o in candidates.items() if n not in recent}
+        candidates = {n: c for n, c in candidates.items() if n not in recent}
     existing = set(OrphanWorkload.objects.filter(name__in=list(candidates))
                    .values_list("name", flat=True))
     new = []
-    for name, obs in candidates.items():
+    for name, (status, message) in candidates.items():
         OrphanWorkload.objects.update_or_create(
-            name=name, defaults={"backend": orch.backend_name, "status": str(obs.status),
-                                 "message": obs.message, "last_seen": now})
+            name=name, defaults={"backend": orch.backend_name, "status": status,
+                                 "message": message, "last_seen": now})
         if name not in existing:
             new.append(name)
     OrphanWorkload.objects.filter(backend=orch.backend_name).exclude(
@@ -822,5 +831,5 @@ def _orphans_report(orch, rows, observed, busy, now) -> list[str]:
         for name in new
     )
     for name in new:
-        logger.warning("orphan workload %s on %s has no instance", name, orch.backend_name)
+        logger.warning("orphan %s on %s has no instance", name, orch.backend_name)
     return sorted(candidates)

@@ -164,5 +164,13 @@ class Orchestrator(abc.ABC):
         """
 
     @abc.abstractmethod
+    def volumes_all(self) -> dict[str, list[str]]:
+        """Every managed volume (Docker volume, PVC) by instance name, in ONE list call.
+
+        Volumes outlive their workload on purpose (delete keeping volumes); the caller reports
+        those whose instance is gone.
+        """
+
+    @abc.abstractmethod
     def logs(self, name: str, lines: int = 100) -> str:
         """The last `lines` lines of the workload's log ("" when there is none)."""

@@ -742,6 +742,19 @@ class DockerOrchestrator(Orchestrator):
         observed = (observed_from_list(entry) for entry in entries)
         return {item.name: item for item in observed}
 
+    def volumes_all(self) -> dict[str, list[str]]:
+        """Every volume labeled managed-by=claworc, by instance, from ONE list call."""
+        with self._translate("", "list the volumes"):
+            listed = self.client.api.volumes(
+                filters={"label": f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"}
+            )
+        by_instance: dict[str, list[str]] = {}
+        for volume in listed.get("Volumes") or []:
+            instance = (volume.get("Labels") or {}).get(LABEL_INSTANCE)
+            if instance:
+                by_instance.setdefault(instance, []).append(volume["Name"])
+        return {name: sorted(volumes) for name, volumes in by_instance.items()}
+
     def logs(self, name: str, lines: int = 100) -> str:
         """The container's last `lines` lines (stdout and stderr); "" when there is none."""
         return self._logs(name, lines)

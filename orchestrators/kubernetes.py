@@ -704,6 +704,16 @@ class KubernetesOrchestrator(Orchestrator):
             result[name] = observe(name, deployment, by_instance.get(name, []))
         return result
 
+    def volumes_all(self) -> dict[str, list[str]]:
+        """Every PVC labeled managed-by=claworc, by instance, from ONE list call."""
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+        by_instance: dict[str, list[str]] = {}
+        for pvc in self._list(self._pvc, managed):
+            if is_managed(pvc):  # the server may ignore the selector: filter here too
+                name = pvc["metadata"]["labels"][LABEL_INSTANCE]
+                by_instance.setdefault(name, []).append(pvc["metadata"]["name"])
+        return {name: sorted(volumes) for name, volumes in by_instance.items()}
+
     def _log_tail(self, name: str, lines: int, *, previous: bool = False) -> str:
         pods = _live_first(self._pods(name))
         if not pods:

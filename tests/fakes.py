@@ -10,7 +10,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from orchestrators.base import FinalError, InstanceSpec, Observed, Orchestrator, Status
+from orchestrators.base import (
+    VOLUME_MOUNTS,
+    FinalError,
+    InstanceSpec,
+    Observed,
+    Orchestrator,
+    Status,
+)
 
 
 @dataclass
@@ -107,6 +114,16 @@ class FakeOrchestrator(Orchestrator):
     def status_all(self) -> dict[str, Observed]:
         self._call("status_all")
         return {name: self._observed(name) for name in self.workloads}
+
+    def volumes_all(self) -> dict[str, list[str]]:
+        self._call("volumes_all")
+        by_instance: dict[str, list[str]] = {}
+        for volume in sorted(self.volumes):
+            for suffix in VOLUME_MOUNTS:
+                if volume.startswith("claworc-") and volume.endswith(f"-{suffix}"):
+                    name = volume.removeprefix("claworc-").removesuffix(f"-{suffix}")
+                    by_instance.setdefault(name, []).append(volume)
+        return by_instance
 
     def logs(self, name: str, lines: int = 100) -> str:
         self._call("logs", name)

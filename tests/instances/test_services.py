@@ -225,7 +225,7 @@ def test_reconcile_all_repairs_drift_in_one_list_call(orch, run_tasks):
 
     report, _ = run_tasks(services.instances_reconcile_all, owner="beat")
 
-    assert orch.ops("status_all") == [""]
+    assert orch.ops("status_all") == [""] and orch.ops("volumes_all") == [""]
     assert orch.ops("status") == []  # never one call per instance
     assert sorted(report.repairs) == ["bot-t4-gone", "bot-t4-stopped"]
     assert report.errors == ["bot-t4-crashed"]
@@ -273,6 +273,30 @@ def test_reconcile_all_reports_orphans_and_never_deletes_them(orch, run_tasks):
     assert reported.count() == 1  # reported once, not at every run
     assert "no instance has this name" in reported.get().message
     del orch.workloads["bot-t4-orphan"]
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert not OrphanWorkload.objects.exists()
+
+
+def test_reconcile_all_reports_volumes_whose_instance_is_gone(orch, run_tasks):
+    inst = _make("bot-t4-kept", status="running")
+    _running(orch, inst)
+    kept = sorted(f"claworc-bot-t4-kept-{s}" for s in ("clawdbot", "homebrew", "clawd", "chrome"))
+    orch.volumes.update(kept)
+    run_tasks(services.instance_delete, instance_ids=[inst.pk], keep_volumes=True, actor="e")
+    assert "bot-t4-kept" not in orch.workloads and sorted(orch.volumes) == kept
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    # Just deleted: its teardown may still be running, so it is not reported yet.
+    assert not OrphanWorkload.objects.exists()
+    Activity.objects.filter(action="delete").update(
+        created_at=timezone.now() - timedelta(hours=1))
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    orphan = OrphanWorkload.objects.get()
+    assert (orphan.name, orphan.status) == ("bot-t4-kept", "volumes only")
+    assert orphan.message == (
+        "4 volume(s) with no container: " + ", ".join(sorted(kept)) + ". Create an instance "
+        "named bot-t4-kept to use them again, or remove them by hand.")
+    assert orch.ops("delete") == ["bot-t4-kept"] and sorted(orch.volumes) == kept  # kept
+    orch.volumes.clear()
     run_tasks(services.instances_reconcile_all, owner="beat")
     assert not OrphanWorkload.objects.exists()
 

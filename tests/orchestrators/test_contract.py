@@ -283,6 +283,8 @@ def test_delete_twice_keeps_volumes_then_status_is_gone(backend):
     assert (observed.status, observed.exists) == (Status.STOPPED, False)
     assert spec.name not in backend.orch.status_all()
     assert len(backend.volumes(spec.name)) == 4
+    # The kept volumes are listed by instance, as the real backend names them.
+    assert backend.orch.volumes_all()[spec.name] == sorted(backend.volumes(spec.name))
     # Ensure again: the same volumes are picked up.
     backend.orch.ensure(spec)
     backend.settle(spec.name)
@@ -294,6 +296,7 @@ def test_delete_with_purge_leaves_no_volumes(backend):
     backend.orch.delete(spec.name, purge_volumes=True)
     backend.settle(spec.name)
     assert backend.volumes(spec.name) == []
+    assert spec.name not in backend.orch.volumes_all()
     backend.orch.delete(spec.name, purge_volumes=True)
     assert backend.orch.status(spec.name).exists is False
 

@@ -361,6 +361,12 @@ def test_status_all_is_one_api_call(docker_orch, make_spec):
     assert everything[stopped.name].exit_code is not None
     assert all(obs.name == name for name, obs in everything.items())
 
+    requests_seen.clear()
+    volumes = counted.volumes_all()
+    assert len(requests_seen) == 1 and "/volumes" in requests_seen[0], requests_seen
+    for spec in (running, stopped):
+        assert volumes[spec.name] == sorted(volume_names(spec.name).values())
+
 
 def test_ping_answers_with_the_server_version(docker_orch, docker_client):
     assert docker_orch.ping() == (

@@ -29,7 +29,9 @@ class FakeOrchestrator(Orchestrator):
             raise TransientError(self.fail)
         return self.answer
 
-    ensure = start = stop = restart = recreate = delete = status = status_all = logs = (
+    ensure = start = stop = restart = recreate = delete = status = status_all = (
+        volumes_all
+    ) = logs = (
         lambda *a, **k: None
     )
 
