@@ -1,6 +1,7 @@
 """A stand-in agent image built locally (no registry can be reached): busybox httpd answering
 on both VNC ports, like the real agent's noVNC servers."""
 
+import contextlib
 import shutil
 import socket
 import tempfile
@@ -48,3 +49,20 @@ def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
         except OSError:
             return False
     return True
+
+
+def remove_instance_objects(client, name: str, config_dir=None) -> None:
+    """Remove what a backend made for instance `name` (container, its four volumes, and the
+    config directory under `config_dir`); what is already gone is fine. Tests call it only for
+    names they made themselves: the daemon is shared."""
+    import docker.errors
+
+    from orchestrators.docker import volume_names
+
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(name, force=True)
+    for volume in volume_names(name).values():
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_volume(volume, force=True)
+    if config_dir is not None:
+        shutil.rmtree(Path(config_dir) / name, ignore_errors=True)

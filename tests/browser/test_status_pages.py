@@ -6,7 +6,6 @@ so the VNC links answer and the instance page shows the container's log.
 """
 
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from instances.models import Instance, PortAllocation, Setting
 from orchestrators import registry
 from orchestrators.base import InstanceSpec
 from tests.conftest import need_service
+from tests.docker_support import remove_instance_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,21 +35,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.slow]
 @pytest.fixture
 def running_agent(docker_client, agent_image, settings):
     """The stand-in agent running as instance NAME through the real Docker backend."""
-    from orchestrators.docker import DockerOrchestrator, volume_names
+    from orchestrators.docker import DockerOrchestrator
 
     def cleanup():
-        import docker.errors
-
-        try:
-            docker_client.api.remove_container(NAME, force=True)
-        except docker.errors.NotFound:
-            pass
-        for volume in volume_names(NAME).values():
-            try:
-                docker_client.api.remove_volume(volume, force=True)
-            except docker.errors.NotFound:
-                pass
-        shutil.rmtree(Path(settings.CLAWORC_DOCKER_CONFIG_DIR) / NAME, ignore_errors=True)
+        remove_instance_objects(docker_client, NAME, settings.CLAWORC_DOCKER_CONFIG_DIR)
 
     cleanup()
     backend = DockerOrchestrator.from_settings(init=True)

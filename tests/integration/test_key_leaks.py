@@ -36,7 +36,8 @@ from django.db import connection
 from django.urls import reverse
 
 from orchestrators import registry
-from orchestrators.docker import DockerOrchestrator, volume_names
+from orchestrators.docker import DockerOrchestrator
+from tests.docker_support import remove_instance_objects
 from tests.html_forms import form_inputs
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -102,15 +103,9 @@ def t7_docker(docker_client, agent_image, tmp_path, settings):
     made: list[str] = []
     with registry.override(orch):
         yield orch, config_dir, made
-    import docker.errors
-
     for name in made:
         assert name.startswith("bot-t7-")
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.api.remove_container(name, force=True)
-        for volume in volume_names(name).values():
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.api.remove_volume(volume, force=True)
+        remove_instance_objects(docker_client, name)
 
 
 def _run_published(published, start: int, evidence: Evidence) -> int:

@@ -4,16 +4,14 @@ Several people share this daemon: everything made here is named `bot-t3-<token>-
 host ports 31000-31199, and finalizers remove exactly what was made, even when a test fails.
 """
 
-import contextlib
 import random
 import secrets
-import shutil
 
 import pytest
 
 from orchestrators.base import InstanceSpec, Resources
-from orchestrators.docker import DockerOrchestrator, volume_names
-from tests.docker_support import port_is_free
+from orchestrators.docker import DockerOrchestrator
+from tests.docker_support import port_is_free, remove_instance_objects
 
 T3_PREFIX = "bot-t3-"
 PORT_LOW, PORT_HIGH = 31000, 31199
@@ -52,16 +50,8 @@ def t3_config_dir(tmp_path):
 
 def remove_instance_leftovers(client, name: str, config_dir=None) -> None:
     """Remove the container, volumes and config dir named after `name` (one of ours)."""
-    import docker.errors
-
     assert name.startswith(T3_PREFIX), name
-    with contextlib.suppress(docker.errors.NotFound):
-        client.api.remove_container(name, force=True)
-    for volume in volume_names(name).values():
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_volume(volume, force=True)
-    if config_dir is not None:
-        shutil.rmtree(config_dir / name, ignore_errors=True)
+    remove_instance_objects(client, name, config_dir)
 
 
 @pytest.fixture

@@ -13,16 +13,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import requests
 
 from orchestrators.base import FinalError, InstanceSpec, Orchestrator, Resources, Status
-from tests.docker_support import port_is_free
+from tests.docker_support import port_is_free, remove_instance_objects
 from tests.kube_support import KubeEmulator
 
 PREFIX = "bot-t6-"
@@ -48,20 +47,33 @@ class Harness:
     specs: dict[str, InstanceSpec] = field(default_factory=dict)
 
 
-def _spec(harness_specs: dict, name: str, image: str, ports: tuple[int, int],
-          **changes) -> InstanceSpec:
-    values = {
-        "name": name, "image": image, "port_chrome": ports[0], "port_terminal": ports[1],
-        "env": {"ANTHROPIC_API_KEY": "sk-ant-contract", "OPENAI_API_KEY": "sk-contract"},
-        "config": {"agent": {"model": "claude"}},
-        "resources": Resources(cpu_request="250m", cpu_limit="1", memory_request="64Mi",
-                               memory_limit="256Mi"),
-        "privileged": False,
-    }
-    values.update(changes)
-    spec = InstanceSpec(**values)
-    harness_specs[name] = spec
-    return spec
+def _spec_factory(specs: dict, image: str, free_ports: Iterator[int]):
+    """make_spec(suffix, **changes): a new instance takes the next free pair; asking again for
+    the same suffix keeps its ports unless the changes name new ones."""
+    token = secrets.token_hex(3)
+
+    def make_spec(suffix: str, **changes) -> InstanceSpec:
+        name = f"{PREFIX}{token}-{suffix}"
+        if name in specs:
+            old = specs[name]
+            pair = (changes.pop("port_chrome", old.port_chrome),
+                    changes.pop("port_terminal", old.port_terminal))
+        else:
+            port = next(free_ports)
+            pair = (port, port + 1)
+        values = {
+            "name": name, "image": image, "port_chrome": pair[0], "port_terminal": pair[1],
+            "env": {"ANTHROPIC_API_KEY": "sk-ant-contract", "OPENAI_API_KEY": "sk-contract"},
+            "config": {"agent": {"model": "claude"}},
+            "resources": Resources(cpu_request="250m", cpu_limit="1", memory_request="64Mi",
+                                   memory_limit="256Mi"),
+            "privileged": False,
+        }
+        values.update(changes)
+        specs[name] = InstanceSpec(**values)
+        return specs[name]
+
+    return make_spec
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
@@ -74,19 +86,7 @@ def kubernetes_harness():
         orch = KubernetesOrchestrator(api_client=kube.api_client(), namespace=kube.namespace,
                                       privileged=False, timeout=5)
         specs: dict[str, InstanceSpec] = {}
-        token = secrets.token_hex(3)
-        ports = iter(range(30100, 30200, 2))
-
-        def make_spec(suffix: str, **changes) -> InstanceSpec:
-            name = f"{PREFIX}{token}-{suffix}"
-            if name in specs:
-                old = specs[name]
-                pair = (changes.pop("port_chrome", old.port_chrome),
-                        changes.pop("port_terminal", old.port_terminal))
-            else:
-                port = next(ports)
-                pair = (port, port + 1)
-            return _spec(specs, name, "agent:contract", pair, **changes)
+        make_spec = _spec_factory(specs, "agent:contract", iter(range(30100, 30200, 2)))
 
         def identity(name: str) -> str:
             return kube.stored("apps/v1/deployments", name)["metadata"]["uid"]
@@ -119,19 +119,8 @@ def docker_harness(docker_client, agent_image, config_dir):
     orch = DockerOrchestrator(config_dir=str(config_dir), privileged=False, init=True,
                               timeout=30)
     specs: dict[str, InstanceSpec] = {}
-    token = secrets.token_hex(3)
-    free = (p for p in DOCKER_PORTS if port_is_free(p) and port_is_free(p + 1))
-
-    def make_spec(suffix: str, **changes) -> InstanceSpec:
-        name = f"{PREFIX}{token}-{suffix}"
-        if name in specs:
-            old = specs[name]
-            pair = (changes.pop("port_chrome", old.port_chrome),
-                    changes.pop("port_terminal", old.port_terminal))
-        else:
-            port = next(free)
-            pair = (port, port + 1)
-        return _spec(specs, name, agent_image, pair, **changes)
+    make_spec = _spec_factory(
+        specs, agent_image, (p for p in DOCKER_PORTS if port_is_free(p) and port_is_free(p + 1)))
 
     def settle(name: str) -> None:
         """Wait until a running container answers on its Chrome port (stopped: nothing)."""
@@ -171,12 +160,7 @@ def docker_harness(docker_client, agent_image, config_dir):
     finally:
         for name in specs:
             assert name.startswith(PREFIX), name
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.api.remove_container(name, force=True)
-            for volume in volume_names(name).values():
-                with contextlib.suppress(docker.errors.NotFound):
-                    docker_client.api.remove_volume(volume, force=True)
-            shutil.rmtree(config_dir / name, ignore_errors=True)
+            remove_instance_objects(docker_client, name, config_dir)
 
 
 @pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), "kubernetes"])

@@ -5,7 +5,6 @@ recreation ... Volumes persist across recreation so no data is lost").
 Everything made here is named `bot-t7-<token>` and uses host ports 33000-33199.
 """
 
-import contextlib
 import random
 import secrets
 
@@ -13,7 +12,7 @@ import pytest
 
 from orchestrators.base import VOLUME_MOUNTS, InstanceSpec, Status
 from orchestrators.docker import DockerOrchestrator, volume_names
-from tests.docker_support import port_is_free
+from tests.docker_support import port_is_free, remove_instance_objects
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,13 +32,7 @@ def free_pair() -> tuple[int, int]:
 def t7_name(docker_client, tmp_path):
     name = f"bot-t7-{secrets.token_hex(3)}"
     yield name
-    import docker.errors
-
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.api.remove_container(name, force=True)
-    for volume in volume_names(name).values():
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.api.remove_volume(volume, force=True)
+    remove_instance_objects(docker_client, name)
 
 
 def _exec(container, command: str) -> str:
