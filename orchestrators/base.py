@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -108,6 +108,46 @@ class FinalError(OrchestratorError):
     """A person must act (port taken, bad image, privileged refused); retrying will not help."""
 
 
+class PullError(FinalError):
+    """An image could not be pulled. `cause` names why, for code; the message says it for people.
+
+    Causes: "unreachable" (no answer from the registry), "not_found" (no such repository or
+    tag), "unauthorized" (credentials missing or refused), "disk_full" (no space left on the
+    host), "timeout" (CLAWORC_PULL_TIMEOUT ran out), "failed" (anything else the daemon said).
+    """
+
+    def __init__(self, message: str, *, cause: str = "failed"):
+        super().__init__(message)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry; the password is kept out of repr()."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """How far a pull has got, summed over the image's layers."""
+
+    bytes_done: int = 0
+    bytes_total: int = 0
+    layers_done: int = 0
+    layers_total: int = 0
+    #: The daemon's last word on the pull ("Downloading", "Extracting", "Pull complete").
+    phase: str = ""
+
+    @property
+    def percent(self) -> int | None:
+        """0-100 from the bytes, or None while no layer has said its size yet."""
+        if not self.bytes_total:
+            return None
+        return min(100, int(100 * self.bytes_done / self.bytes_total))
+
+
 class Orchestrator(abc.ABC):
     """One backend. Implementations must be safe to call from several worker processes."""
 
@@ -174,3 +214,38 @@ class Orchestrator(abc.ABC):
     @abc.abstractmethod
     def logs(self, name: str, lines: int = 100) -> str:
         """The last `lines` lines of the workload's log ("" when there is none)."""
+
+    # -- images: a backend whose host pulls for it (Docker) says so with `pulls_images` -------
+
+    #: True when Claworc pulls images itself before creating a workload (Docker); False when
+    #: the cluster does (Kubernetes: the kubelet pulls, and `pull_events` reports it).
+    pulls_images: ClassVar[bool] = False
+
+    def image_present(self, image: str) -> bool:
+        """Whether `image` is on the host, so a workload can be made from it without a pull.
+
+        Backends that do not pull (pulls_images False) answer True.
+        """
+        return True
+
+    def pull(self, image: str, *, auth: RegistryAuth | None = None,
+             on_progress: Callable[[PullProgress], None] | None = None) -> str:
+        """Pull `image` onto the host; return its repository digest ("" when it has none).
+
+        `on_progress` is called as the daemon reports, with progress summed over layers.
+        What was downloaded before an interrupted pull is kept by the host, so pulling again
+        resumes. PullError names the cause; TransientError when the host itself is unreachable.
+        """
+        raise FinalError(f"The {self.backend_name} backend does not pull images itself.")
+
+    def image_digest(self, image: str) -> str:
+        """The repository digest the host holds for `image` ("" when it holds none)."""
+        return ""
+
+    def resolve_digest(self, image: str, *, auth: RegistryAuth | None = None) -> str:
+        """The digest `image`'s tag points at in its registry now. PullError when unknowable."""
+        raise FinalError(f"The {self.backend_name} backend does not resolve image digests.")
+
+    def pull_events(self, name: str) -> list[str]:
+        """What the cluster said about pulling the workload's image (newest last); [] if none."""
+        return []

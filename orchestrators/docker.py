@@ -38,6 +38,9 @@ from .base import (
     Observed,
     Orchestrator,
     OrchestratorError,
+    PullError,
+    PullProgress,
+    RegistryAuth,
     Status,
     TransientError,
 )
@@ -281,6 +284,97 @@ def port_in_use_message(explanation: str, spec_ports: tuple[int, int]) -> str | 
     )
 
 
+# --- image pulls -------------------------------------------------------------------------------
+
+#: Ordered: the first pattern found in the daemon's message names the cause.
+_PULL_CAUSES: list[tuple[str, re.Pattern[str], str]] = [
+    ("disk_full", re.compile(r"no space left on device", re.IGNORECASE),
+     "the Docker host's disk is full: free space (e.g. `docker image prune`) and try again"),
+    ("unauthorized", re.compile(
+        r"unauthorized|authentication required|no basic auth credentials|incorrect username",
+        re.IGNORECASE),
+     "the registry refused the credentials (or wants some): set them for this registry"),
+    ("not_found", re.compile(
+        r"manifest unknown|not found|does not exist|pull access denied|name unknown",
+        re.IGNORECASE),
+     "the registry has no such image or tag: check the image name and tag"),
+    ("unreachable", re.compile(
+        r"connection refused|no such host|i/o timeout|dial tcp|network is unreachable|"
+        r"timeout exceeded|TLS handshake|connection reset|EOF|no route to host",
+        re.IGNORECASE),
+     "the registry is unreachable from the Docker host: check the registry address and the "
+     "host's network"),
+]
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image reference ("docker.io" for Docker Hub names)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def pull_error(image: str, detail: str) -> PullError:
+    """The daemon's pull error as a PullError whose message names the cause."""
+    detail = (detail or "").strip() or "no reason given"
+    for cause, pattern, advice in _PULL_CAUSES:
+        if pattern.search(detail):
+            return PullError(f"Could not pull {image}: {advice} (Docker said: {detail}).",
+                             cause=cause)
+    return PullError(f"Could not pull {image}: {detail}.", cause="failed")
+
+
+class PullTally:
+    """Sums a pull stream's per-layer events into one PullProgress.
+
+    Docker reports each layer separately ("Pulling fs layer", "Downloading" with current and
+    total bytes, "Download complete", "Pull complete", or "Already exists" for a layer the host
+    holds). A layer's size is known once it starts downloading, so the total grows at first.
+    """
+
+    _DONE = {"Download complete", "Verifying Checksum", "Extracting", "Pull complete"}
+
+    def __init__(self) -> None:
+        self.layers: dict[str, tuple[int, int, bool]] = {}  # id -> (current, total, done)
+        self.phase = ""
+        self.digest = ""
+        self.error = ""
+
+    def feed(self, event: dict[str, Any]) -> None:
+        if event.get("error") or event.get("errorDetail"):
+            self.error = (event.get("errorDetail") or {}).get("message") or event.get("error")
+            return
+        status = event.get("status") or ""
+        layer = event.get("id")
+        if status.startswith("Digest: "):
+            self.digest = status.removeprefix("Digest: ").strip()
+            return
+        if not layer or status.startswith("Pulling from"):
+            self.phase = status or self.phase
+            return
+        current, total, done = self.layers.get(layer, (0, 0, False))
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading":
+            current, total = int(detail.get("current") or 0), int(detail.get("total") or total)
+        elif status in self._DONE:
+            current, done = total, status == "Pull complete" or done
+        elif status == "Already exists":
+            done = True
+        self.layers[layer] = (current, total, done)
+        self.phase = status
+
+    def progress(self) -> PullProgress:
+        values = self.layers.values()
+        return PullProgress(
+            bytes_done=sum(min(c, t) if t else c for c, t, _ in values),
+            bytes_total=sum(t for _, t, _ in values),
+            layers_done=sum(1 for _, _, d in values if d),
+            layers_total=len(self.layers),
+            phase=self.phase,
+        )
+
+
 # --- the backend --------------------------------------------------------------------------------
 
 
@@ -518,15 +612,13 @@ class DockerOrchestrator(Orchestrator):
         )
 
     def _pull(self, spec: InstanceSpec) -> None:
-        repository, tag = docker.utils.parse_repository_tag(spec.image)
+        # A fallback only: the control flow pulls first (pull()), with progress and its own time
+        # limit; this covers an image removed from the host between that pull and the create.
         logger.info("pulling image %s for %s", spec.image, spec.name)
-        with self._translate(spec.name, "pull the image of"):
-            try:
-                # A tag is always given: without one the SDK pulls every tag of the repository.
-                self.client.api.pull(repository, tag=tag or "latest")
-            except docker.errors.APIError as exc:
-                raise self._image_error(spec, exc.explanation) from exc
-
+        try:
+            self.pull(spec.image)
+        except PullError as exc:
+            raise self._image_error(spec, exc) from exc
     def _start_error(self, spec: InstanceSpec, exc: docker.errors.APIError) -> OrchestratorError:
         explanation = str(exc.explanation or exc)
         port_message = port_in_use_message(explanation, (spec.port_chrome, spec.port_terminal))
@@ -758,3 +850,74 @@ class DockerOrchestrator(Orchestrator):
     def logs(self, name: str, lines: int = 100) -> str:
         """The container's last `lines` lines (stdout and stderr); "" when there is none."""
         return self._logs(name, lines)
+
+    # -- images --------------------------------------------------------------------------------
+
+    pulls_images = True
+
+    def image_present(self, image: str) -> bool:
+        with self._translate(image, "inspect the image"):
+            try:
+                self.client.api.inspect_image(image)
+            except docker.errors.NotFound:  # ImageNotFound is one
+                return False
+        return True
+
+    def image_digest(self, image: str) -> str:
+        """The host's repository digest for `image`, from the image's RepoDigests."""
+        repository, _ = docker.utils.parse_repository_tag(image)
+        with self._translate(image, "inspect the image"):
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except docker.errors.NotFound:
+                return ""
+        for entry in attrs.get("RepoDigests") or []:
+            name, _, digest = entry.partition("@")
+            if name == repository:
+                return digest
+        return ""
+
+    def resolve_digest(self, image: str, *, auth: RegistryAuth | None = None) -> str:
+        """The digest the registry has for the tag now (the daemon asks the registry)."""
+        with self._translate(image, "resolve the digest of"):
+            try:
+                found = self.client.api.inspect_distribution(
+                    image, auth_config=self._auth_config(auth))
+            except docker.errors.APIError as exc:
+                raise pull_error(image, str(exc.explanation or exc)) from exc
+        return (found.get("Descriptor") or {}).get("digest", "")
+
+    @staticmethod
+    def _auth_config(auth: RegistryAuth | None) -> dict[str, str] | None:
+        if auth is None:
+            return None
+        return {"username": auth.username, "password": auth.password}
+
+    def pull(self, image: str, *, auth: RegistryAuth | None = None,
+             on_progress=None) -> str:
+        """Pull `image` through the daemon, reporting progress summed over layers.
+
+        Layers the daemon already holds are not downloaded again, so a pull interrupted by a
+        dying worker resumes from what it finished. Returns the repository digest.
+        """
+        repository, tag = docker.utils.parse_repository_tag(image)
+        tally = PullTally()
+        logger.info("pulling image %s", image)
+        with self._translate(image, "pull"):
+            try:
+                # A tag is always given: without one the SDK pulls every tag of the repository.
+                stream = self.client.api.pull(repository, tag=tag or "latest", stream=True,
+                                              decode=True, auth_config=self._auth_config(auth))
+                for event in stream:
+                    tally.feed(event)
+                    if tally.error:
+                        break
+                    if on_progress is not None:
+                        on_progress(tally.progress())
+            except docker.errors.APIError as exc:  # refused before the stream began
+                raise pull_error(image, str(exc.explanation or exc)) from exc
+        if tally.error:
+            logger.warning("pull of %s failed: %s", image, tally.error)
+            raise pull_error(image, tally.error)
+        logger.info("pulled image %s (%s)", image, tally.digest or "no digest")
+        return tally.digest or self.image_digest(image)

@@ -77,3 +77,38 @@ def no_cluster(monkeypatch, tmp_path):
     registry.clear_cache()
     yield
     registry.clear_cache()
+
+
+@pytest.fixture
+def test_registry(docker_client, agent_image):
+    """A throttled registry on 127.0.0.1 (tests/registry_support.py); images pulled from it
+    are removed from the daemon afterwards (only those: the daemon is shared)."""
+    from tests.registry_support import TestRegistry, remove_image
+
+    registry = TestRegistry().start()
+    yield registry
+    registry.stop()
+    for name, tags in registry.images.items():
+        for tag in tags:
+            remove_image(docker_client, registry.ref(name, tag))
+
+
+@pytest.fixture(scope="session")
+def served_images(docker_client, agent_image):
+    """served_images(payload_bytes) -> a ServedImage the daemon does not hold, made once per
+    size and session (a build and export take seconds on a busy machine)."""
+    import secrets
+
+    from tests.registry_support import make_served_image
+
+    made = {}
+
+    def get(payload_bytes: int = 200_000, variant: str = ""):
+        key = (payload_bytes, variant)
+        if key not in made:
+            marker = f"{payload_bytes}-{variant or 'a'}-{secrets.token_hex(3)}"
+            made[key] = make_served_image(docker_client, agent_image,
+                                          payload_bytes=payload_bytes, marker=marker)
+        return made[key]
+
+    return get
