@@ -1,4 +1,4 @@
-"""Model signals: thin links from model changes to services (the flow reads in services.py)."""
+"""Model signals: thin links from model changes to services (the flow: services/intents.py)."""
 
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver

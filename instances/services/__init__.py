@@ -1,0 +1,69 @@
+"""Every state change of instances, ports and settings goes through a function here.
+
+The control flow (ARCHITECTURE.md, "Desired state, then reconcile"), one module per job:
+
+  web side (intents.py)                          worker side (tasks.py → converge.py)
+  instance_create → post_save → instance_provision
+  instance_start / _stop / _restart / _recreate   reconcile_instance(pk) → instance_converge
+  instances_reconcile (keys or config changed)    reconcile_instance(pk) → instance_converge
+  instance_refresh                                observe_instance(pk) → instance_observe
+  instance_delete → post_delete → instance_teardown_enqueue
+                                                  teardown_instance(name, purge) →
+                                                  instance_teardown
+  Celery beat                                     reconcile_all() → instances_reconcile_all
+                                                  (reconcile_all.py)
+
+- `intents`: web side. Lock the rows, check the transition, save the desired state, record an
+  Activity and enqueue a task once the transaction commits; never call an orchestrator.
+- `converge`, `reconcile_all`: worker side. Hold a per-instance lease (`leases`) while talking
+  to the backend, and write what was observed.
+- `ports`: the port pair of an instance. `audit`: who acts, and the Activity records.
+
+Callers import the package (`from instances import services`); the names below are its API.
+"""
+
+from .audit import SYSTEM, acting_as, activity_record, current_actor
+from .converge import (
+    instance_converge,
+    instance_observe,
+    instance_teardown,
+    troubleshooting_message,
+)
+from .intents import (
+    Queued,
+    instance_create,
+    instance_delete,
+    instance_provision,
+    instance_recreate,
+    instance_refresh,
+    instance_restart,
+    instance_saved,
+    instance_start,
+    instance_stop,
+    instance_teardown_enqueue,
+    instance_update,
+    instances_converge_if_changed,
+    instances_reconcile,
+)
+from .leases import (
+    RECONCILE_ALL_LEASE,
+    LeaseBusy,
+    instance_lease,
+    lease_acquire,
+    lease_owner,
+    lease_release,
+    lease_ttl,
+)
+from .ports import PortRangeFull, ports_allocate, ports_free
+from .reconcile_all import STOP_EXIT_CODES, ReconcileAllReport, instances_reconcile_all
+
+__all__ = [
+    "RECONCILE_ALL_LEASE", "STOP_EXIT_CODES", "SYSTEM", "LeaseBusy", "PortRangeFull", "Queued",
+    "ReconcileAllReport", "acting_as", "activity_record", "current_actor", "instance_converge",
+    "instance_create", "instance_delete", "instance_lease", "instance_observe",
+    "instance_provision", "instance_recreate", "instance_refresh", "instance_restart",
+    "instance_saved", "instance_start", "instance_stop", "instance_teardown",
+    "instance_teardown_enqueue", "instance_update", "instances_converge_if_changed",
+    "instances_reconcile", "instances_reconcile_all", "lease_acquire", "lease_owner",
+    "lease_release", "lease_ttl", "ports_allocate", "ports_free", "troubleshooting_message",
+]

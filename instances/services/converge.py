@@ -1,0 +1,221 @@
+"""Worker side: carry out one instance's intent (converge, observe, tear down).
+
+Each function holds the instance's lease while it talks to the backend and writes what it saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from orchestrators.base import FinalError, Observed, Orchestrator, TransientError
+from orchestrators.base import Status as ObservedStatus
+
+from ..models import Activity, Instance, OrphanWorkload
+from .audit import SYSTEM, activity_record
+from .leases import instance_lease, lease_acquire, lease_release
+
+logger = logging.getLogger(__name__)
+
+# --- Worker side: converge one instance ---------------------------------------------------------
+
+# What a person should look at, per backend; data rather than `if backend == ...` branches.
+_LOG_HINTS = {
+    "docker": "Check `docker logs {name}` for errors.",
+    "kubernetes": "Check `kubectl logs deployment/{name}` for errors.",
+}
+
+
+def troubleshooting_message(*, orch: Orchestrator | None, name: str, error: str) -> str:
+    """`error` followed by the hints of the Docker backend spec's Troubleshooting section."""
+    low = error.lower()
+    hints = []
+    if "privileged" in low or "unable to apply caps" in low:
+        hints.append(
+            "The agent image requires --privileged mode: make sure the Docker host allows "
+            "privileged containers (Docker Desktop must not disable them); on hosts that refuse "
+            "them set CLAWORC_DOCKER_PRIVILEGED=false."
+        )
+    if "port" in low and any(w in low for w in ("in use", "already allocated", "address already")):
+        hints.append(
+            "A port is already in use: Claworc allocates ports from CLAWORC_PORT_START to "
+            f"CLAWORC_PORT_END ({settings.CLAWORC_PORT_START}–{settings.CLAWORC_PORT_END}); "
+            "ensure this range is free, then restart the instance."
+        )
+    log_hint = _LOG_HINTS.get(getattr(orch, "backend_name", ""), "").format(name=name)
+    if log_hint and log_hint.split("`")[1] not in error:
+        hints.append(log_hint)
+    return " ".join([error.strip(), *hints])
+
+
+def _status_write(*, pk: int, status: str, message: str, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    Instance.objects.filter(pk=pk).update(
+        status=status, status_message=message, status_observed_at=now,
+        status_since=Case(When(~Q(status=status), then=now), default=F("status_since")),
+    )
+
+
+def _observed_fields(observed: Observed) -> tuple[str, str]:
+    """Status and a stable message: a backend's "Up 3 minutes" would change at every look."""
+    code = observed.exit_code
+    if observed.status == ObservedStatus.RUNNING:
+        return str(observed.status), ""
+    if observed.status == ObservedStatus.STOPPED:
+        if not observed.exists:
+            return str(observed.status), "No workload exists."
+        return str(observed.status), "Stopped." if code is None else f"Stopped (exit code {code})."
+    if observed.status == ObservedStatus.CREATING:
+        return str(observed.status), (
+            "Starting." if code is None else f"Restarting after exit code {code}.")
+    return str(observed.status), observed.message
+
+
+def instance_converge(*, pk: int, owner: str, last_attempt: bool = True) -> str:
+    """Make instance `pk`'s workload match its desired state with the smallest change.
+
+    Returns what happened in a few words. LeaseBusy and TransientError propagate for the task to
+    retry, except on the last attempt, when the transient error is written as `error`.
+    """
+    name = Instance.objects.filter(pk=pk).values_list("name", flat=True).first()
+    if name is None:
+        return "gone"
+    with instance_lease(name=name, owner=owner):
+        instance = Instance.objects.filter(pk=pk).first()
+        if instance is None:
+            return "gone"
+        return _converge_locked(instance, last_attempt=last_attempt)
+
+
+def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from orchestrators.registry import get_orchestrator
+
+    from ..specs import instance_spec
+
+    requested = instance.requested_action
+    orch = None
+    try:
+        orch = get_orchestrator()
+        if instance.desired_state == Instance.DesiredState.RUNNING:
+            spec = instance_spec(instance, privileged=orch.privileged)
+            if requested == Instance.RequestedAction.RECREATE:
+                observed = orch.recreate(spec)
+            else:
+                observed = orch.ensure(spec)
+                if requested == Instance.RequestedAction.RESTART:
+                    observed = orch.restart(instance.name)
+        else:
+            observed = orch.stop(instance.name)
+    except SoftTimeLimitExceeded:
+        error = TransientError(
+            f"Timed out after {settings.CLAWORC_TASK_TIME_LIMIT} s waiting for the orchestrator."
+        )
+        return _converge_failed(instance, orch, error, last_attempt=last_attempt)
+    except (FinalError, TransientError) as exc:
+        return _converge_failed(instance, orch, exc, last_attempt=last_attempt)
+
+    status, message = _observed_fields(observed)
+    _status_write(pk=instance.pk, status=status, message=message)
+    _requested_clear(instance, requested)
+    what = requested or ("ensure" if instance.desired_state == "running" else "stop")
+    activity_record(
+        instance_id=instance.pk, instance_name=instance.name, action=what,
+        result=Activity.Result.OK, actor=SYSTEM,
+        message=f"Now {status}." + (f" {message}" if message else ""),
+    )
+    logger.info("reconciled %s: %s, now %s", instance.name, what, status)
+    return status
+
+
+def _requested_clear(instance: Instance, requested: str) -> None:
+    if requested:
+        # Only the request we acted on: one made meanwhile stays for the next run.
+        Instance.objects.filter(pk=instance.pk, requested_action=requested).update(
+            requested_action=Instance.RequestedAction.NONE
+        )
+
+
+def _converge_failed(instance: Instance, orch, exc: Exception, *, last_attempt: bool) -> str:
+    transient = isinstance(exc, TransientError)
+    if transient and not last_attempt:
+        logger.warning("reconcile of %s failed, will retry: %s", instance.name, exc)
+        raise exc
+    if transient:
+        # Not `error`: nothing is wrong with the instance itself, and reconcile_all keeps trying
+        # (a "creating" one still turns into `error` at CLAWORC_CREATING_TIMEOUT).
+        text = f"{exc} Claworc keeps trying at every periodic reconcile."
+        Instance.objects.filter(pk=instance.pk).update(status_message=text)
+    else:
+        text = troubleshooting_message(orch=orch, name=instance.name, error=str(exc))
+        _requested_clear(instance, instance.requested_action)
+        _status_write(pk=instance.pk, status=Instance.Status.ERROR, message=text)
+    activity_record(instance_id=instance.pk, instance_name=instance.name, action="reconcile",
+                    result=Activity.Result.ERROR, actor=SYSTEM, message=text)
+    logger.error("reconcile of %s failed: %s", instance.name, text)
+    return "error"
+
+
+def instance_observe(*, pk: int, owner: str) -> str:
+    """Read one instance's workload state and write it (the admin's "refresh status")."""
+    from orchestrators.registry import get_orchestrator
+
+    name = Instance.objects.filter(pk=pk).values_list("name", flat=True).first()
+    if name is None:
+        return "gone"
+    if not lease_acquire(name=name, owner=owner):
+        return "busy"  # whoever holds it writes a fresher status when done
+    try:
+        orch = get_orchestrator()
+        try:
+            observed = orch.status(name)
+        except (FinalError, TransientError) as exc:
+            text = troubleshooting_message(orch=orch, name=name, error=str(exc))
+            activity_record(instance_id=pk, instance_name=name, action="refresh",
+                            result=Activity.Result.ERROR, actor=SYSTEM, message=text)
+            return "error"
+        status, message = _observed_fields(observed)
+        _status_write(pk=pk, status=status, message=message)
+        activity_record(instance_id=pk, instance_name=name, action="refresh",
+                        result=Activity.Result.OK, actor=SYSTEM, message=f"Observed {status}.")
+        return status
+    finally:
+        lease_release(name=name, owner=owner)
+
+
+def instance_teardown(*, name: str, purge_volumes: bool, owner: str,
+                      last_attempt: bool = True) -> str:
+    """Remove a deleted instance's workload and config (and volumes when `purge_volumes`)."""
+    from orchestrators.registry import get_orchestrator
+
+    with instance_lease(name=name, owner=owner):
+        if Instance.objects.filter(name=name).exists():
+            # A new instance took the name meanwhile: its workload is not ours to remove.
+            activity_record(instance_name=name, action="delete", result=Activity.Result.INFO,
+                            actor=SYSTEM,
+                            message="Skipped: a new instance with this name exists now.")
+            return "skipped"
+        orch = None
+        try:
+            orch = get_orchestrator()
+            orch.delete(name, purge_volumes=purge_volumes)
+        except (FinalError, TransientError) as exc:
+            if isinstance(exc, TransientError) and not last_attempt:
+                raise
+            text = troubleshooting_message(orch=orch, name=name, error=str(exc))
+            activity_record(instance_name=name, action="delete", result=Activity.Result.ERROR,
+                            actor=SYSTEM, message=text)
+            logger.error("teardown of %s failed: %s", name, text)
+            return "error"
+    OrphanWorkload.objects.filter(name=name).delete()
+    done = "Removed the container, config directory" + (
+        " and volumes." if purge_volumes else "; the volumes were kept.")
+    activity_record(instance_name=name, action="delete", result=Activity.Result.OK,
+                    actor=SYSTEM, message=done)
+    logger.info("tore down %s (purge_volumes=%s)", name, purge_volumes)
+    return "deleted"

@@ -1,0 +1,240 @@
+"""Worker side: the periodic sweep (Celery beat) that observes everything with one list call,
+writes statuses in bulk, repairs drift and reports orphans."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from orchestrators.base import FinalError, Orchestrator, TransientError
+from orchestrators.base import Status as ObservedStatus
+
+from ..models import Activity, Instance, InstanceLease, OrphanWorkload
+from .audit import SYSTEM
+from .converge import _observed_fields, troubleshooting_message
+from .intents import _enqueue_reconcile
+from .leases import RECONCILE_ALL_LEASE, lease_acquire, lease_release, lease_ttl
+
+logger = logging.getLogger(__name__)
+
+# --- Worker side: reconcile every instance (Celery beat) ----------------------------------------
+
+#: Exit codes of a container stopped by a signal (SIGTERM via `docker stop`, SIGKILL): a stop
+#: from outside Claworc, to be undone. Any other non-zero code is a crash, shown as `error`.
+STOP_EXIT_CODES = frozenset({0, 128 + 9, 128 + 15})
+LOG_TAIL_LINES = 20
+
+
+@dataclass
+class ReconcileAllReport:
+    observed: int = 0
+    status_changes: int = 0
+    repairs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+
+    def __str__(self):
+        return (f"{self.observed} observed, {self.status_changes} status changes, "
+                f"{len(self.repairs)} repairs, {len(self.errors)} new errors, "
+                f"{len(self.orphans)} orphans")
+
+
+def _age(row: dict, now: datetime) -> float:
+    since = row["status_since"] or row["created_at"]
+    return (now - since).total_seconds()
+
+
+def instances_reconcile_all(*, owner: str) -> ReconcileAllReport | None:
+    """Observe every instance with ONE list call, write statuses in bulk and repair drift.
+
+    None when another reconcile_all holds the lease. TransientError propagates (the backend is
+    unreachable: nothing is written, the next beat tries again).
+    """
+    from orchestrators.registry import get_orchestrator
+
+    if not lease_acquire(name=RECONCILE_ALL_LEASE, owner=owner):
+        logger.info("reconcile_all already running elsewhere; skipped")
+        return None
+    try:
+        orch = get_orchestrator()
+        return _reconcile_all_locked(orch)
+    finally:
+        lease_release(name=RECONCILE_ALL_LEASE, owner=owner)
+
+
+def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
+    started = timezone.now()
+    rows = list(Instance.objects.values(
+        "pk", "name", "desired_state", "status", "status_message", "status_since", "created_at",
+        "requested_action",
+    ))
+    observed = orch.status_all()
+    now = timezone.now()
+    busy = set(InstanceLease.objects.filter(expires_at__gt=now).values_list("name", flat=True))
+    report = ReconcileAllReport(observed=len(observed))
+    timeout = settings.CLAWORC_CREATING_TIMEOUT
+    updates: dict[int, tuple[str, str]] = {}
+    activities: list[Activity] = []
+    to_enqueue: list[int] = []
+
+    def note(row, action, result, message):
+        activities.append(Activity(instance_id=row["pk"], instance_name=row["name"], actor=SYSTEM,
+                                   action=action, result=result, message=message))
+
+    for row in rows:
+        name = row["name"]
+        if name in busy:
+            continue  # a worker is acting on it and writes a fresher status
+        obs = observed.get(name)
+        current = (row["status"], row["status_message"])
+        new = current
+        if row["desired_state"] == Instance.DesiredState.RUNNING:
+            new = _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue)
+        elif obs is not None and obs.status in (ObservedStatus.RUNNING, ObservedStatus.CREATING):
+            new = (str(obs.status), "Started outside Claworc; stopping it.")
+            note(row, "drift", Activity.Result.INFO,
+                 f"{name} was running although its desired state is stopped; stopping it.")
+            report.repairs.append(name)
+            to_enqueue.append(row["pk"])
+        elif obs is not None:
+            new = _observed_fields(obs)
+        else:
+            new = (Instance.Status.STOPPED, "No workload exists.")
+        if row["requested_action"] and row["pk"] not in to_enqueue:
+            to_enqueue.append(row["pk"])  # a restart/recreate whose task was lost
+        if new is not None and new != current:
+            updates[row["pk"]] = new
+
+    _statuses_write_bulk(rows, updates, started=started, now=now)
+    report.status_changes = len(updates)
+    report.orphans = _orphans_report(orch, rows, observed, orch.volumes_all(), busy, now)
+    Activity.objects.bulk_create(activities)
+    for pk in to_enqueue:
+        _enqueue_reconcile(pk)
+    logger.info("reconcile_all on %s: %s", orch.backend_name, report)
+    return report
+
+
+def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):
+    """The new (status, message) of an instance meant to run, noting repairs; None = unchanged."""
+    name, status = row["name"], row["status"]
+    if status == Instance.Status.ERROR and (obs is None or obs.status != ObservedStatus.RUNNING):
+        return None  # a person must act (the message says what); retrying would hide it
+    if status == Instance.Status.CREATING and _age(row, now) > timeout:
+        detail = obs.message if obs is not None and obs.message else (
+            "no workload exists: is a Celery worker running and able to reach the backend?"
+            if obs is None else f"the workload is {obs.status}")
+        text = troubleshooting_message(
+            orch=orch, name=name,
+            error=f"Still creating after {timeout} s (CLAWORC_CREATING_TIMEOUT): {detail}.")
+        note(row, "timeout", Activity.Result.ERROR, text)
+        report.errors.append(name)
+        return (Instance.Status.ERROR, text)
+    if obs is None:
+        to_enqueue.append(row["pk"])
+        if status == Instance.Status.CREATING:
+            return None  # its creation is queued or in flight
+        note(row, "drift", Activity.Result.INFO,
+             f"The workload of {name} is missing (removed outside Claworc); recreating it.")
+        report.repairs.append(name)
+        return (Instance.Status.CREATING, "Recreating: the workload was removed outside Claworc.")
+    crashed = obs.exit_code is not None and obs.exit_code not in STOP_EXIT_CODES
+    # A restart policy makes a crashing container "restarting": still a crash, shown at once.
+    if obs.status == ObservedStatus.STOPPED or (obs.status == ObservedStatus.CREATING and crashed):
+        if crashed:
+            try:
+                tail = orch.logs(name, lines=LOG_TAIL_LINES).strip()
+            except (FinalError, TransientError):
+                tail = obs.log_tail.strip()
+            text = troubleshooting_message(
+                orch=orch, name=name, error=f"Exited with code {obs.exit_code}."
+                + (f" Last log lines:\n{tail}\n" if tail else ""))
+            note(row, "crash", Activity.Result.ERROR, text)
+            report.errors.append(name)
+            return (Instance.Status.ERROR, text)
+        to_enqueue.append(row["pk"])
+        if status == Instance.Status.CREATING:
+            return None
+        note(row, "drift", Activity.Result.INFO,
+             f"{name} was stopped outside Claworc (exit code {obs.exit_code}); starting it.")
+        report.repairs.append(name)
+        return (Instance.Status.CREATING, "Starting: it was stopped outside Claworc.")
+    return _observed_fields(obs)
+
+
+def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> None:
+    """Write changed statuses in one statement and bump everyone's observed time in another.
+
+    A row written by a worker since `started` is newer than what we saw: left alone.
+    """
+    untouched = Q(status_observed_at__isnull=True) | Q(status_observed_at__lt=started)
+    with transaction.atomic():
+        fresh = set(
+            Instance.objects.select_for_update().filter(untouched, pk__in=list(updates))
+            .values_list("pk", flat=True)
+        ) if updates else set()
+        before = {r["pk"]: r for r in rows}
+        objs = []
+        for pk, (status, message) in updates.items():
+            if pk in fresh:
+                # status_since moves only with the status: the "creating" timeout runs from it.
+                since = before[pk]["status_since"] if before[pk]["status"] == status else now
+                objs.append(Instance(pk=pk, status=status, status_message=message,
+                                     status_observed_at=now, status_since=since))
+        if objs:
+            Instance.objects.bulk_update(
+                objs, ["status", "status_message", "status_observed_at", "status_since"],
+                batch_size=500,
+            )
+        same = [r["pk"] for r in rows if r["pk"] not in updates]
+        if same:
+            Instance.objects.filter(untouched, pk__in=same).update(status_observed_at=now)
+
+
+def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
+    """Managed workloads, or volumes, with no Instance row: listed in OrphanWorkload, never
+    deleted."""
+    known = {r["name"] for r in rows}
+    candidates = {n: (str(o.status), o.message) for n, o in observed.items()}
+    for name, names in volumes.items():
+        # Volumes kept by "delete keeping volumes", or left by a teardown that failed half-way.
+        candidates.setdefault(name, (
+            "volumes only",
+            f"{len(names)} volume(s) with no container: {', '.join(names)}. Create an instance "
+            f"named {name} to use them again, or remove them by hand.",
+        ))
+    candidates = {n: c for n, c in candidates.items() if n not in known and n not in busy}
+    if candidates:
+        # A row deleted a moment ago whose teardown has not run yet is not an orphan.
+        recent = set(Activity.objects.filter(
+            instance_name__in=list(candidates), action="delete",
+            created_at__gte=now - lease_ttl(),
+        ).values_list("instance_name", flat=True))
+        candidates = {n: c for n, c in candidates.items() if n not in recent}
+    existing = set(OrphanWorkload.objects.filter(name__in=list(candidates))
+                   .values_list("name", flat=True))
+    new = []
+    for name, (status, message) in candidates.items():
+        OrphanWorkload.objects.update_or_create(
+            name=name, defaults={"backend": orch.backend_name, "status": status,
+                                 "message": message, "last_seen": now})
+        if name not in existing:
+            new.append(name)
+    OrphanWorkload.objects.filter(backend=orch.backend_name).exclude(
+        name__in=list(candidates)).delete()
+    Activity.objects.bulk_create(
+        Activity(instance_name=name, action="orphan", actor=SYSTEM, result=Activity.Result.ERROR,
+                 message=f"{name} is labelled managed-by=claworc on {orch.backend_name} but no "
+                 "instance has this name. Claworc leaves it in place: delete it by hand if it "
+                 "is not needed, or create an instance with this name to adopt it.")
+        for name in new
+    )
+    for name in new:
+        logger.warning("orphan %s on %s has no instance", name, orch.backend_name)
+    return sorted(candidates)
