@@ -148,6 +148,26 @@ class PullProgress:
         return min(100, int(100 * self.bytes_done / self.bytes_total))
 
 
+class PortConflict(FinalError):
+    """The instance's port pair is taken outside Claworc (a host port, a cluster NodePort).
+
+    Retrying on the same pair will not help; moving the instance to a free pair may.
+    `ports` is the (chrome, terminal) pair the backend was asked for.
+    """
+
+    def __init__(self, message: str, *, ports: tuple[int, int]):
+        super().__init__(message)
+        self.ports = tuple(ports)
+
+    @property
+    def port_chrome(self) -> int:
+        return self.ports[0]
+
+    @property
+    def port_terminal(self) -> int:
+        return self.ports[1]
+
+
 class Orchestrator(abc.ABC):
     """One backend. Implementations must be safe to call from several worker processes."""
 

@@ -38,6 +38,7 @@ from .base import (
     Observed,
     Orchestrator,
     OrchestratorError,
+    PortConflict,
     PullError,
     PullProgress,
     RegistryAuth,
@@ -624,7 +625,7 @@ class DockerOrchestrator(Orchestrator):
         port_message = port_in_use_message(explanation, (spec.port_chrome, spec.port_terminal))
         if port_message:
             logger.warning("cannot start %s: host port in use (%s)", spec.name, explanation)
-            return FinalError(port_message)
+            return PortConflict(port_message, ports=(spec.port_chrome, spec.port_terminal))
         if self.privileged and spec.privileged and _PRIVILEGED_RE.search(explanation):
             logger.warning("cannot start %s privileged: %s", spec.name, explanation)
             return FinalError(f"Container {spec.name} failed to start: {explanation}. "

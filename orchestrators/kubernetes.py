@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from .base import (
     Observed,
     Orchestrator,
     OrchestratorError,
+    PortConflict,
     Status,
     TransientError,
 )
@@ -58,6 +60,9 @@ ERROR_WAITING_REASONS = frozenset({
     "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })
 PING_TIMEOUT = 5.0
+#: What the API server says when a Service asks for a NodePort another Service holds.
+_NODE_PORT_TAKEN_RE = re.compile(r"provided port is already allocated", re.IGNORECASE)
+_NODE_PORT_RE = re.compile(r"nodePort: Invalid value: (\d+)")
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -439,7 +444,7 @@ class KubernetesOrchestrator(Orchestrator):
     # --- calling the API -----------------------------------------------------------------------
     def _call(self, verb: str, kind: _Kind, name: str, fn: Callable, *args,
               secrets: Iterable[str] = (), expect: tuple[int, ...] = (404, 409),
-              **kwargs) -> Any:
+              ports: tuple[int, int] | None = None, **kwargs) -> Any:
         """Call the API; return the JSON answer (text with as_json=False), or a `Refused` with
         an HTTP status in `expect`, which the caller knows the meaning of.
 
@@ -457,7 +462,7 @@ class KubernetesOrchestrator(Orchestrator):
         except ApiException as exc:
             if exc.status in expect:
                 return Refused(exc.status)
-            error = self._api_error(exc, verb, kind.label, name, secrets)
+            error = self._api_error(exc, verb, kind.label, name, secrets, ports)
         except (HTTPError, OSError) as exc:
             error = TransientError(
                 f"Kubernetes API at {self.api_client.configuration.host} did not answer while "
@@ -468,8 +473,8 @@ class KubernetesOrchestrator(Orchestrator):
             return response.data.decode("utf-8", errors="replace")
         return json.loads(response.data or b"null")
 
-    def _api_error(self, exc, verb: str, kind: str, name: str,
-                   secrets: Iterable[str]) -> OrchestratorError:
+    def _api_error(self, exc, verb: str, kind: str, name: str, secrets: Iterable[str],
+                   ports: tuple[int, int] | None = None) -> OrchestratorError:
         try:
             detail = json.loads(exc.body or "{}").get("message") or ""
         except (ValueError, AttributeError):
@@ -484,11 +489,24 @@ class KubernetesOrchestrator(Orchestrator):
         # 409 here is a conflict with a concurrent writer (resourceVersion), not "exists".
         if status >= 500 or status in (0, 409, 429):
             return TransientError(message + "; retrying later")
+        if status == 422 and ports and _NODE_PORT_TAKEN_RE.search(detail):
+            return self._port_conflict(detail, ports)
         if status in (401, 403):
             message += ("; give the account Claworc uses get/list/create/patch/delete on "
                         "deployments, pods, pods/log, services, secrets, configmaps and "
                         f"persistentvolumeclaims in namespace {self.namespace}")
         return FinalError(message)
+
+    def _port_conflict(self, detail: str, ports: tuple[int, int]) -> PortConflict:
+        taken = [int(p) for p in _NODE_PORT_RE.findall(detail) if int(p) in ports]
+        named = " and ".join(str(p) for p in taken or ports)
+        log.warning("NodePort %s taken by another Service in the cluster", named)
+        return PortConflict(
+            f"NodePort {named} is already allocated to another Service in the cluster "
+            "(NodePorts are cluster-wide: another install, or Kubernetes' own automatic "
+            "assignment in the same range, may hold it); the instance needs another port "
+            "pair, or change CLAWORC_PORT_START/CLAWORC_PORT_END to a range no other Service "
+            "uses.", ports=ports)
 
     def _read(self, kind: _Kind, name: str) -> dict | None:
         """The object, None when missing; FinalError when it is someone else's."""
@@ -508,10 +526,10 @@ class KubernetesOrchestrator(Orchestrator):
         return listed.get("items") or []
 
     def _patch(self, kind: _Kind, name: str, body: dict, *, merge: bool = False,
-               secrets: Iterable[str] = ()) -> None:
+               secrets: Iterable[str] = (), ports: tuple[int, int] | None = None) -> None:
         extra = {"_content_type": MERGE_PATCH} if merge else {}
         answer = self._call("patch", kind, name, kind.patch, name, self.namespace, body,
-                            secrets=secrets, **extra)
+                            secrets=secrets, ports=ports, **extra)
         if isinstance(answer, Refused):
             what = "disappeared" if answer.status == 404 else "was changed concurrently"
             raise TransientError(f"{kind.label} {name} {what} while being updated; "
@@ -525,7 +543,7 @@ class KubernetesOrchestrator(Orchestrator):
 
     def _apply(self, kind: _Kind, desired: dict,
                diff: Callable[[dict, dict], tuple[dict, bool] | None], *,
-               secrets: Iterable[str] = ()) -> str:
+               secrets: Iterable[str] = (), ports: tuple[int, int] | None = None) -> str:
         """Create `desired`, or patch the existing object with what `diff` says differs.
 
         Returns "created", "patched" or "unchanged". A 409 on create means someone else created
@@ -536,7 +554,7 @@ class KubernetesOrchestrator(Orchestrator):
             existing = self._read(kind, name)
             if existing is None:
                 answer = self._call("create", kind, name, kind.create, self.namespace, desired,
-                                    secrets=secrets)
+                                    secrets=secrets, ports=ports)
                 if answer == Refused(409):
                     continue
                 if answer == Refused(404):
@@ -550,7 +568,7 @@ class KubernetesOrchestrator(Orchestrator):
             if change is None:
                 return "unchanged"
             body, merge = change
-            self._patch(kind, name, body, merge=merge, secrets=secrets)
+            self._patch(kind, name, body, merge=merge, secrets=secrets, ports=ports)
             log.info("updated %s %s for instance %s", kind.label, name,
                      desired["metadata"]["labels"][LABEL_INSTANCE])
             return "patched"
@@ -618,7 +636,8 @@ class KubernetesOrchestrator(Orchestrator):
         config = self._apply(self._config_map, build_config_map(spec, namespace=ns),
                              self._diff_data)
         # The Service before the Deployment: a NodePort taken elsewhere fails before any Pod.
-        self._apply(self._service, build_service(spec, namespace=ns), self._diff_service)
+        self._apply(self._service, build_service(spec, namespace=ns), self._diff_service,
+                    ports=(spec.port_chrome, spec.port_terminal))
         workload = self._apply(self._deployment, build_deployment(spec, namespace=ns),
                                self._diff_deployment)
         # Pods read envFrom and subPath mounts only when they start.

@@ -17,11 +17,14 @@ API
     .controller                   a `DeploymentController` on .namespace
     .set_logs(pod, text)          what GET …/pods/<pod>/log answers (404 until set; honours
                                   tailLines)
-    .inject(method, path_part, status=500, *, message="injected", delay=0.0, times=None)
+    .inject(method, path_part, status=500, *, message="injected", reason=None, details=None,
+            delay=0.0, times=None)
                                   answer requests whose method matches and whose path contains
                                   `path_part` with a Kubernetes Status error `status` (after
                                   sleeping `delay` s; status=None only delays), `times` times
-                                  or for ever; the request is not applied. `.clear_injections()`
+                                  or for ever; the request is not applied. `reason` and
+                                  `details` fill the Status body as a real API server does
+                                  (replay its exact answer). `.clear_injections()`
     .stored(resource, name, namespace=None) -> dict | None
                                   a copy of the stored object ("apps/v1/deployments", "v1/secrets"…)
     .requests() -> list[tuple[str, str, dict]]
@@ -111,8 +114,9 @@ def _make_emulator_class():
                     if rule["delay"]:
                         await asyncio.sleep(rule["delay"])
                     if rule["status"] is not None:
-                        raise kmock.KubernetesError(status=rule["status"], reason="Injected",
-                                                    message=rule["message"])
+                        raise kmock.KubernetesError(
+                            status=rule["status"], reason=rule["reason"] or "Injected",
+                            message=rule["message"], details=rule["details"])
                     break
             if request.subresource == "log" and request.method == kmock.method.GET:
                 text = self.pod_logs.get(request.name)
@@ -241,10 +245,13 @@ class KubeEmulator:
         self.emulator.pod_logs[pod] = text
 
     def inject(self, method: str, path_part: str, status: int | None = 500, *,
-               message: str = "injected", delay: float = 0.0, times: int | None = None) -> None:
+               message: str = "injected", reason: str | None = None,
+               details: dict | None = None, delay: float = 0.0,
+               times: int | None = None) -> None:
         self.emulator.injections.append({
             "method": method.upper(), "path_part": path_part, "status": status,
-            "message": message, "delay": delay, "times": times})
+            "message": message, "reason": reason, "details": details, "delay": delay,
+            "times": times})
 
     def clear_injections(self) -> None:
         self.emulator.injections.clear()

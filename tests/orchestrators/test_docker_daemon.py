@@ -13,7 +13,14 @@ import urllib.request
 
 import pytest
 
-from orchestrators.base import CONFIG_MOUNT_PATH, VOLUME_MOUNTS, FinalError, Status, TransientError
+from orchestrators.base import (
+    CONFIG_MOUNT_PATH,
+    VOLUME_MOUNTS,
+    FinalError,
+    PortConflict,
+    Status,
+    TransientError,
+)
 from orchestrators.docker import DockerOrchestrator, config_path, volume_names
 
 pytestmark = pytest.mark.docker
@@ -283,8 +290,9 @@ def test_port_taken_by_another_process_is_a_final_error_leaving_nothing(
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("0.0.0.0", spec.port_terminal))
         holder.listen()
-        with pytest.raises(FinalError) as caught:
+        with pytest.raises(PortConflict) as caught:
             docker_orch.ensure(spec)
+    assert caught.value.ports == (spec.port_chrome, spec.port_terminal)
     message = str(caught.value)
     assert message.startswith(f"Port {spec.port_terminal} is already in use on the Docker host")
     assert "CLAWORC_PORT_START/CLAWORC_PORT_END" in message

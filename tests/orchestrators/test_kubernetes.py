@@ -9,7 +9,7 @@ import socket
 import pytest
 from kubernetes import client
 
-from orchestrators.base import FinalError, InstanceSpec, Status, TransientError
+from orchestrators.base import FinalError, InstanceSpec, PortConflict, Status, TransientError
 from orchestrators.kubernetes import KubernetesOrchestrator
 from tests import kube_support
 
@@ -342,13 +342,42 @@ def test_refusals_are_final_with_what_to_do(kube_api, orch):
     assert kube_api.stored("apps/v1/deployments", "bot-k8s") is None
 
 
-def test_taken_node_port_is_final_and_leaves_no_workload(kube_api, orch):
-    kube_api.inject("POST", "/services", 422, message=(
-        'Service "bot-k8s-vnc" is invalid: spec.ports[0].nodePort: Invalid value: 30100: '
-        "provided port is already allocated"))
-    with pytest.raises(FinalError, match="already allocated"):
+def node_port_taken(kube_api, method, port, index=0, times=None):
+    """What kube-apiserver answers when another Service holds the NodePort (status 422)."""
+    kube_api.inject(method, "/services", 422, reason="Invalid", times=times, message=(
+        f'Service "bot-k8s-vnc" is invalid: spec.ports[{index}].nodePort: Invalid value: '
+        f"{port}: provided port is already allocated"), details={
+        "name": "bot-k8s-vnc", "kind": "Service", "causes": [{
+            "reason": "FieldValueInvalid",
+            "message": f"Invalid value: {port}: provided port is already allocated",
+            "field": f"spec.ports[{index}].nodePort"}]})
+
+
+def test_taken_node_port_is_a_port_conflict_and_leaves_no_workload(kube_api, orch):
+    node_port_taken(kube_api, "POST", 30101, index=1)
+    with pytest.raises(PortConflict) as err:
         orch.ensure(make_spec())
+    assert err.value.ports == (30100, 30101)
+    message = str(err.value)
+    assert message.startswith("NodePort 30101 is already allocated to another Service")
+    assert "CLAWORC_PORT_START/CLAWORC_PORT_END" in message
     assert kube_api.stored("apps/v1/deployments", "bot-k8s") is None
+
+
+def test_taken_node_port_on_a_port_change_is_a_port_conflict(kube_api, orch):
+    orch.ensure(make_spec())
+    node_port_taken(kube_api, "PATCH", 30102)
+    with pytest.raises(PortConflict, match="NodePort 30102 is already allocated") as err:
+        orch.ensure(make_spec(port_chrome=30102, port_terminal=30103))
+    assert err.value.ports == (30102, 30103)
+    # Other 422s stay plain final errors.
+    kube_api.clear_injections()
+    kube_api.inject("PATCH", "/services", 422, reason="Invalid", message=(
+        'Service "bot-k8s-vnc" is invalid: spec.ports[0].nodePort: Invalid value: 40000: '
+        "provided port is not in the valid range. The range of valid ports is 30000-32767"))
+    with pytest.raises(FinalError) as err:
+        orch.ensure(make_spec(port_chrome=40000, port_terminal=40001))
+    assert not isinstance(err.value, PortConflict)
 
 
 def test_secret_values_never_reach_error_messages(kube_api, orch, caplog):
