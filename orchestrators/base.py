@@ -30,6 +30,16 @@ VOLUME_MOUNTS: dict[str, str] = {
 }
 
 
+#: Exit codes of a workload stopped on purpose: 0, and SIGKILL / SIGTERM (`docker stop`, a
+#: scale-down). Any other non-zero code is a crash, worth its log tail.
+STOP_EXIT_CODES = frozenset({0, 128 + 9, 128 + 15})
+
+
+def is_crash(exit_code: int | None) -> bool:
+    """Whether a workload that exited with `exit_code` (None: still running) crashed."""
+    return exit_code is not None and exit_code not in STOP_EXIT_CODES
+
+
 class Status(enum.StrEnum):
     """Observed state of an instance's workload."""
 

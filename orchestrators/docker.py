@@ -44,6 +44,7 @@ from .base import (
     RegistryAuth,
     Status,
     TransientError,
+    is_crash,
 )
 from .quantity import parse_bytes, parse_cpu
 
@@ -520,7 +521,9 @@ class DockerOrchestrator(Orchestrator):
             return Observed(name=name, status=Status.STOPPED, message="no container",
                             exists=False)
         observed = observed_from_inspect(name, attrs)
-        crashed = observed.exit_code not in (None, 0)
+        # A stop (exit 143 or 137) is not a crash: no log request for it. An OOM kill is.
+        crashed = is_crash(observed.exit_code) or bool(
+            observed.exit_code and (attrs.get("State") or {}).get("OOMKilled"))
         if observed.status == Status.ERROR or crashed:
             observed = observed_from_inspect(name, attrs, self._logs(name, LOG_TAIL_LINES))
         return observed
@@ -559,16 +562,20 @@ class DockerOrchestrator(Orchestrator):
 
     def _ensure_volumes(self, spec: InstanceSpec) -> list[str]:
         """Create the missing volumes; return the names this call created."""
-        names = list(volume_names(spec.name).values())
+        created = []
         with self._translate(spec.name, "create the volumes of"):
-            # One list call tells which exist (by name, so unlabeled ones count too); a failed
-            # first create then removes only what it made, never a volume holding data.
-            found = self.client.api.volumes(filters={"name": f"claworc-{spec.name}-"})
-            existing = {v["Name"] for v in (found or {}).get("Volumes") or []}
-            created = [name for name in names if name not in existing]
-            for volume in created:
+            for volume in volume_names(spec.name).values():
+                # An inspect by name costs the same at any fleet size, where a filtered list is
+                # evaluated over every volume on the daemon. Knowing which existed lets a failed
+                # first create remove only what it made, never a volume holding data.
+                try:
+                    self.client.api.inspect_volume(volume)
+                    continue
+                except docker.errors.NotFound:
+                    pass
                 # Creating an existing volume returns it unchanged: a concurrent create is fine.
                 self.client.api.create_volume(name=volume, labels=spec.labels())
+                created.append(volume)
         return created
 
     def _discard(self, name: str, volumes: list[str], *, config: bool) -> None:
