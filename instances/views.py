@@ -1,8 +1,9 @@
 """Read-only status pages for staff, and `GET /health` for people and load balancers.
 
 Nothing here changes state. The list page reads the database only (a constant number of
-queries); the instance page asks the orchestrator for its log tail under a strict timeout, and
-/health pings the orchestrator the same way, so a dead daemon cannot hang either.
+queries, one page of rows); the instance page asks the orchestrator for its log tail under a
+strict timeout, and /health pings the orchestrator the same way, so a dead daemon cannot hang
+either.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import json
 import logging
 import re
 import time
-from collections import Counter
 
+from django import forms
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -38,6 +41,8 @@ REFRESH_SECONDS = 10
 #: Seconds /health and the instance page wait for the orchestrator.
 ORCHESTRATOR_TIMEOUT = 2.0
 LOG_LINES = 50
+#: Rows per page of the status list: what a page costs, whatever the fleet size.
+PAGE_SIZE = 50
 ACTIVITY_ROWS = 20
 
 try:
@@ -61,19 +66,64 @@ def staff_required(view):
     return wrapper
 
 
+class ListFilter(forms.Form):
+    """The status list's search box and filters, from the query string."""
+
+    q = forms.CharField(required=False, max_length=100, strip=True, label="Search")
+    status = forms.ChoiceField(required=False, choices=[("", "any status"),
+                                                        *Instance.Status.choices])
+    desired = forms.ChoiceField(required=False, choices=[("", "any desired state"),
+                                                         *Instance.DesiredState.choices])
+
+    def filter(self, queryset):
+        if not self.is_valid():
+            return queryset
+        data = self.cleaned_data
+        if data["q"]:
+            queryset = queryset.filter(Q(name__icontains=data["q"])
+                                       | Q(display_name__icontains=data["q"]))
+        if data["status"]:
+            queryset = queryset.filter(status=data["status"])
+        if data["desired"]:
+            queryset = queryset.filter(desired_state=data["desired"])
+        return queryset
+
+
+def status_summary() -> tuple[int, list[tuple[str, int, str]]]:
+    """(total, [(label, count, value)]) over the whole fleet, from ONE aggregate query."""
+    counts = Instance.objects.aggregate(
+        total=Count("pk"),
+        **{value: Count("pk", filter=Q(status=value)) for value in Instance.Status.values},
+    )
+    summary = [
+        (label, counts[value], value)
+        for value, label in Instance.Status.choices
+        if counts[value] or value in ("running", "stopped", "error")
+    ]
+    return counts["total"], summary
+
+
 @never_cache
 @staff_required
 def instance_list(request):
-    instances = list(Instance.objects.select_related("ports").order_by("name"))
-    counts = Counter(i.status for i in instances)
-    summary = [
-        (label, counts.get(value, 0), value)
-        for value, label in Instance.Status.choices
-        if counts.get(value) or value in ("running", "stopped", "error")
-    ]
+    """One page of instances (PAGE_SIZE rows), searchable and filterable: the same cost at any
+    fleet size. Queries: the summary aggregate, the filtered count, the page."""
+    total, summary = status_summary()
+    filters = ListFilter(request.GET)
+    # The workload's config and keys are not shown here: not read, nor copied per row.
+    rows = filters.filter(
+        Instance.objects.select_related("ports").defer("clawdbot_config", "encrypted_api_keys")
+    ).order_by("name")
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    keep = request.GET.copy()
+    keep.pop("page", None)
     return render(request, "instances/list.html", {
-        "instances": instances,
-        "total": len(instances),
+        "instances": page.object_list,
+        "page": page,
+        "query": keep.urlencode(),
+        "filters": filters,
+        "filtered": filters.is_valid() and any(filters.cleaned_data.values()),
+        "total": total,
         "summary": summary,
         "backend": registry.current_backend_name(),
         "refresh": REFRESH_SECONDS,

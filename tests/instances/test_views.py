@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from instances import keys
 from instances.models import Activity, Instance, PortAllocation, Setting
-from instances.views import mask_secrets
+from instances.views import PAGE_SIZE, mask_secrets
 from orchestrators import registry
 from orchestrators.base import Orchestrator, TransientError
 
@@ -138,19 +138,71 @@ def _bulk_instances(prefix, count, first_port):
     )
 
 
-def test_list_query_count_is_constant_at_1000_instances(
+def test_list_query_count_and_page_size_are_constant_at_1000_instances(
     client, staff, django_assert_num_queries, django_assert_max_num_queries
 ):
     Setting.set(registry.SETTING_KEY, "docker")
     _bulk_instances("few", 10, 40000)
-    with django_assert_num_queries(4):  # session, user, the Setting, instances with ports
-        assert client.get(LIST_URL).status_code == 200
+    # session, user, the Setting, the summary (one aggregate), the filtered count, the page
+    with django_assert_num_queries(6):
+        small = client.get(LIST_URL).content.decode()
+    assert small.count('<tr id="instance-') == 10
     _bulk_instances("many", 990, 41000)
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(6):
         response = client.get(LIST_URL)
     html = response.content.decode()
     assert "1000 instances" in html
-    assert html.count("vnc.html?autoconnect=true") == 2000
+    running = Instance.objects.filter(status="running").count()
+    # The whole fleet, not the page.
+    assert f"{running} running" in html and f"{1000 - running} stopped" in html
+    assert html.count('<tr id="instance-') == PAGE_SIZE
+    assert html.count("vnc.html?autoconnect=true") == 2 * PAGE_SIZE
+    assert f"1–{PAGE_SIZE} of 1000 · page 1 of {1000 // PAGE_SIZE}" in html
+    # What a page weighs no longer grows with the fleet: 50 rows, whatever N.
+    assert len(html) < 60_000
+    with django_assert_max_num_queries(6):
+        last = client.get(LIST_URL, {"page": 1000 // PAGE_SIZE}).content.decode()
+    assert 'id="instance-bot-many-0989"' in last and 'rel="next"' not in last
+
+
+def test_list_searches_and_filters_like_the_admin(client, staff):
+    _bulk_instances("web", 60, 40000)
+    make_instance("bot-alpha", "error", display_name="Billing Robot",
+                  status_message="Exited with code 1.")
+    make_instance("bot-quiet", "stopped", desired_state="stopped")
+
+    html = client.get(LIST_URL, {"q": "billing"}).content.decode()
+    assert html.count('<tr id="instance-') == 1 and 'id="instance-bot-alpha"' in html
+    assert "62 instances" in html  # the summary still counts the whole fleet
+    html = client.get(LIST_URL, {"q": "WEB-005"}).content.decode()
+    assert html.count('<tr id="instance-') == 10
+    html = client.get(LIST_URL, {"status": "error"}).content.decode()
+    assert html.count('<tr id="instance-') == 1 and 'id="instance-bot-alpha"' in html
+    html = client.get(LIST_URL, {"desired": "stopped"}).content.decode()
+    assert html.count('<tr id="instance-') == 1 and 'id="instance-bot-quiet"' in html
+    assert "No instance matches." in client.get(LIST_URL, {"q": "nothing-like-it"}).content.decode()
+    # The summary links filter by status.
+    assert 'href="?status=error"' in html
+
+
+def test_list_page_links_keep_the_filter(client, staff):
+    _bulk_instances("web", 120, 40000)
+    html = client.get(LIST_URL, {"q": "web", "status": "running"}).content.decode()
+    assert "1–50 of 80 · page 1 of 2" in html
+    assert 'href="?q=web&amp;status=running&amp;page=2"' in html
+    second = client.get(LIST_URL, {"q": "web", "status": "running", "page": 2}).content.decode()
+    assert "51–80 of 80 · page 2 of 2" in second
+    assert 'href="?q=web&amp;status=running&amp;page=1" rel="prev"' in second
+    # A page past the end, or not a number, shows the nearest page instead of an error.
+    assert client.get(LIST_URL, {"page": "99"}).status_code == 200
+    assert "page 1 of 3" in client.get(LIST_URL, {"page": "x"}).content.decode()
+
+
+def test_list_with_a_bad_filter_says_so_and_shows_everything(client, staff):
+    make_instance("bot-alpha")
+    html = client.get(LIST_URL, {"status": "sleeping"}).content.decode()
+    assert "Select a valid choice" in html and "(filter ignored)" in html
+    assert 'id="instance-bot-alpha"' in html
 
 
 # --- instance page ------------------------------------------------------------------------------
