@@ -39,3 +39,55 @@ def env_bool(env, name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off", ""}:
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+#: Kubernetes' default --service-node-port-range: a NodePort outside it is refused.
+NODE_PORT_RANGE = (30000, 32767)
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_port_range(path: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int] | None:
+    """The kernel's range for outgoing connections' local ports; None where it cannot be read."""
+    try:
+        with open(path) as source:
+            low, high = (int(part) for part in source.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+def port_range_warnings(start: int, end: int, *,
+                        ephemeral: tuple[int, int] | None) -> dict[str, str]:
+    """Why CLAWORC_PORT_START..CLAWORC_PORT_END may fail on one backend or the other, by check id.
+
+    Warnings, not errors: which backend runs is only known later, and a cluster may have a
+    node-port range of its own. docs/performance.md says which range to pick.
+    """
+    problems = {}
+    if ephemeral and start <= ephemeral[1] and end >= ephemeral[0]:
+        problems["claworc.W001"] = (
+            f"On Docker: CLAWORC_PORT_START..CLAWORC_PORT_END ({start}-{end}) overlaps the "
+            f"kernel's ephemeral port range {ephemeral[0]}-{ephemeral[1]} "
+            "(net.ipv4.ip_local_port_range), where outgoing connections take ports at random, so "
+            "an instance can fail to start with 'address already in use'. Keep the range below "
+            f"{ephemeral[0]}, e.g. 30100-32099 for 1,000 instances."
+        )
+    low, high = NODE_PORT_RANGE
+    if start < low or end > high:
+        problems["claworc.W002"] = (
+            f"On Kubernetes: CLAWORC_PORT_START..CLAWORC_PORT_END ({start}-{end}) is not inside "
+            f"the default NodePort range {low}-{high}; the API server refuses NodePorts outside "
+            "its --service-node-port-range. Ignore this if your cluster's range covers it."
+        )
+    return problems
+
+
+def check_port_range(app_configs=None, **kwargs):
+    """System check (manage.py check, migrate, `make run`): the port range suits the backends."""
+    from django.conf import settings
+    from django.core import checks
+
+    start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
+    found = port_range_warnings(start, end, ephemeral=ephemeral_port_range())
+    hint = f"The range holds {(end - start + 1) // 2} instances (one even/odd pair each)."
+    return [checks.Warning(text, hint=hint, id=check_id) for check_id, text in found.items()]

@@ -69,6 +69,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'claworc.sqlite3'}"),
 }
+# Keep a connection for this many seconds instead of one per request (about 10 ms each on
+# PostgreSQL); checked before reuse, so one the server dropped is replaced, not an error.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int(env, "DATABASE_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers (web, workers)
     # wait for each other instead of failing with "database is locked" half-way through.

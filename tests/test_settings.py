@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from claworc_site import config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,80 @@ def test_defaults_are_the_specs(monkeypatch):
         "192.168.1.104", "/app/data/configs", "None", "30100", "30199", "True", "claworc",
         "glukw/openclaw-vnc-chrome:latest", "sqla+sqlite", "django.db.backends.sqlite3",
     ]
+
+
+# --- the port range suits the backends (warnings at start-up) -----------------------------------
+
+def test_a_port_range_in_the_ephemeral_range_or_outside_node_ports_is_warned_about():
+    result = _check(CLAWORC_PORT_START="40000", CLAWORC_PORT_END="41999")
+    assert result.returncode == 0, result.stderr  # a warning: the site still starts
+    out = result.stdout + result.stderr
+    low, high = config.ephemeral_port_range()
+    assert f"(claworc.W001) On Docker: CLAWORC_PORT_START..CLAWORC_PORT_END (40000-41999) " \
+        f"overlaps the kernel's ephemeral port range {low}-{high}" in out
+    assert "(claworc.W002) On Kubernetes: CLAWORC_PORT_START..CLAWORC_PORT_END (40000-41999) " \
+        "is not inside the default NodePort range 30000-32767" in out
+    assert "The range holds 1000 instances" in out
+
+
+@pytest.mark.parametrize("env", [{}, {"CLAWORC_PORT_END": "32099"}])
+def test_the_default_range_and_the_one_advised_for_1000_instances_pass(env):
+    result = _check(**env)
+    assert result.returncode == 0, result.stderr
+    assert "claworc.W00" not in result.stdout + result.stderr
+
+
+def test_port_range_warnings_per_backend():
+    ephemeral = (32768, 60999)
+    assert config.port_range_warnings(30100, 32099, ephemeral=ephemeral) == {}
+    assert set(config.port_range_warnings(32000, 33999, ephemeral=ephemeral)) == {
+        "claworc.W001", "claworc.W002"}
+    # A cluster-only concern below 30000; a Docker-only one for a kernel with a low range.
+    assert set(config.port_range_warnings(20000, 21999, ephemeral=ephemeral)) == {"claworc.W002"}
+    assert set(config.port_range_warnings(30100, 32099, ephemeral=(10000, 31000))) == {
+        "claworc.W001"}
+    assert config.port_range_warnings(30100, 30199, ephemeral=None) == {}
+
+
+def test_ephemeral_port_range_reads_the_kernel_setting(tmp_path):
+    source = tmp_path / "range"
+    source.write_text("32768\t60999\n")
+    assert config.ephemeral_port_range(str(source)) == (32768, 60999)
+    assert config.ephemeral_port_range(str(tmp_path / "missing")) is None
+
+
+# --- persistent database connections ------------------------------------------------------------
+
+_CONNECTIONS_PER_REQUEST = """
+import django
+django.setup()
+from django.core.signals import request_finished, request_started
+from django.db import connection
+from django.db.backends.signals import connection_created
+opened = []
+connection_created.connect(lambda **kwargs: opened.append(1), weak=False)
+for _ in range(3):
+    request_started.send(sender=None)
+    connection.ensure_connection()
+    request_finished.send(sender=None)
+print(len(opened))
+"""
+
+
+@pytest.mark.parametrize(("max_age", "connections"), [(None, 1), ("0", 3)])
+def test_requests_reuse_one_database_connection(tmp_path, max_age, connections):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+           "DJANGO_SETTINGS_MODULE": "claworc_site.settings"}
+    env.pop("DATABASE_CONN_MAX_AGE", None)
+    if max_age is not None:
+        env["DATABASE_CONN_MAX_AGE"] = max_age  # 0: a connection per request, as before
+    out = subprocess.run([sys.executable, "-c", _CONNECTIONS_PER_REQUEST], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(connections)]
+
+
+def test_persistent_connections_are_health_checked():
+    from django.conf import settings
+
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 60
+    assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
