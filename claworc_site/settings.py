@@ -120,6 +120,8 @@ CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30)
 CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600)
 # Hard time limit (seconds) of one orchestration task; a per-instance lease lasts 10 s longer.
 CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300)
+# Time limit (seconds) of one image pull: pulls are their own tasks, not bound by the one above.
+CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's SQLAlchemy transport on a SQLite file.

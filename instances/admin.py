@@ -15,7 +15,8 @@ from instances import services
 from . import admin_keys  # noqa: F401  the global API keys page
 from .admin_keys import InstanceApiKeysAdminMixin
 from .forms import API_KEYS_FIELDSET, InstanceAdminForm
-from .models import Activity, Instance, OrphanWorkload, PortAllocation, Setting
+from .models import Activity, ImagePull, Instance, OrphanWorkload, PortAllocation, Setting
+from .services.images import REGISTRY_AUTH_PREFIX
 
 RECENT_ACTIVITY = 20
 
@@ -222,8 +223,10 @@ class SettingAdmin(admin.ModelAdmin):
     search_fields = ["key"]
 
     def get_queryset(self, request):
-        # Global API keys have their own page (admin_keys.py); no ciphertext in a textarea.
-        return super().get_queryset(request).exclude(key__startswith="api_key:")
+        # Global API keys have their own page (admin_keys.py), registry credentials their own
+        # command (set_registry_credentials); no ciphertext in a textarea.
+        return super().get_queryset(request).exclude(key__startswith="api_key:").exclude(
+            key__startswith=REGISTRY_AUTH_PREFIX)
 
     @admin.display(description="Value")
     def shown_value(self, obj):
@@ -255,3 +258,17 @@ class OrphanWorkloadAdmin(ReadOnlyAdmin):
     list_display = ["name", "backend", "status", "message", "first_seen", "last_seen"]
     list_filter = ["backend"]
     search_fields = ["name"]
+
+
+@admin.register(ImagePull)
+class ImagePullAdmin(ReadOnlyAdmin):
+    """The latest pull of each image onto the host, with its progress (written as it goes)."""
+
+    list_display = ["image", "state", "progress", "digest", "message", "requested_at",
+                    "finished_at"]
+    list_filter = ["state"]
+    search_fields = ["image", "digest"]
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        return obj.progress_text()

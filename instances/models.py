@@ -45,6 +45,8 @@ class Instance(models.Model):
 
     class Status(models.TextChoices):
         CREATING = "creating", "Creating"
+        # Waiting for its image to be pulled; a container it had keeps running meanwhile.
+        PULLING = "pulling", "Pulling image"
         RUNNING = "running", "Running"
         STOPPED = "stopped", "Stopped"
         ERROR = "error", "Error"
@@ -99,6 +101,9 @@ class Instance(models.Model):
         help_text="Deleting the instance keeps its four volumes (its data) when this is set.",
     )
     status = models.CharField(max_length=16, choices=Status, default=Status.CREATING)
+    # The repository digest of the image the workload was last created from ("" when unknown,
+    # e.g. a locally built image): what "update available" compares with.
+    running_digest = models.CharField(max_length=100, blank=True, default="", editable=False)
     status_message = models.TextField(blank=True, default="")
     status_observed_at = models.DateTimeField(null=True, blank=True)
     # When `status` last changed value: what the "creating" timeout is measured from.
@@ -291,3 +296,65 @@ class OrphanWorkload(models.Model):
 
     def __str__(self):
         return self.name
+
+
+def format_bytes(value: int) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as Docker prints pull sizes)."""
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover - the loop returns
+
+
+class ImagePull(models.Model):
+    """The latest pull of one image onto the host, with its progress: one row per image.
+
+    A row that is queued or pulling with a fresh heartbeat is the pull everybody waits for;
+    nobody starts another (instances/image_services.py).
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PULLING = "pulling", "Pulling"
+        DONE = "done", "Done"
+        ERROR = "error", "Error"
+
+    image = models.CharField(max_length=255, unique=True)
+    state = models.CharField(max_length=16, choices=State, default=State.QUEUED)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    layers_done = models.PositiveIntegerField(default=0)
+    layers_total = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=64, blank=True, default="")
+    digest = models.CharField(max_length=100, blank=True, default="")
+    # Why it failed, for code (orchestrators.base.PullError.cause); the message says it for people.
+    cause = models.CharField(max_length=16, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Written with the progress: a pull whose heartbeat is old died with its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self):
+        return f"{self.image} ({self.state})"
+
+    @property
+    def percent(self) -> int | None:
+        if not self.bytes_total:
+            return None
+        return min(100, int(100 * self.bytes_done / self.bytes_total))
+
+    def progress_text(self) -> str:
+        """ "12.0 MB of 40.0 MB (30%), 2 of 5 layers" — what the pages show."""
+        if not self.layers_total:
+            return "starting" if self.state == self.State.PULLING else str(self.get_state_display())
+        size = (f"{format_bytes(self.bytes_done)} of {format_bytes(self.bytes_total)}"
+                f" ({self.percent}%)" if self.bytes_total else "sizes not known yet")
+        return f"{size}, {self.layers_done} of {self.layers_total} layers"

@@ -91,3 +91,23 @@ def reconcile_all(self) -> str:
         logger.warning("reconcile_all skipped: %s", exc)
         return f"skipped: {exc}"
     return str(report) if report else "busy"
+
+
+PULL_LIMIT = settings.CLAWORC_PULL_TIMEOUT
+
+
+@shared_task(bind=True, autoretry_for=(TransientError,), retry_backoff=5, retry_backoff_max=60,
+             retry_jitter=True, max_retries=5, soft_time_limit=PULL_LIMIT,
+             time_limit=PULL_LIMIT + 30)
+def pull_image(self, image: str) -> str:
+    """Pull `image` onto the host, with its own time limit (CLAWORC_PULL_TIMEOUT).
+
+    Not acks_late: a pull outlives the broker's redelivery timeout, and a redelivered copy
+    would only find the lease taken. A pull whose worker died is requested again by
+    reconcile_all, which finds it in the database (its heartbeat stops).
+    """
+    from .services import images
+
+    return images.image_pull(
+        image=image, owner=services.lease_owner(self.request.id),
+        last_attempt=_last_attempt(self))

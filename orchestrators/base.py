@@ -131,6 +131,14 @@ class PullError(FinalError):
         self.cause = cause
 
 
+def registry_of(image: str) -> str:
+    """The registry host of an image reference ("docker.io" for Docker Hub names)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
 @dataclass(frozen=True)
 class RegistryAuth:
     """Credentials for one registry; the password is kept out of repr()."""

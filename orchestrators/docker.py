@@ -309,14 +309,6 @@ _PULL_CAUSES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-def registry_of(image: str) -> str:
-    """The registry host of an image reference ("docker.io" for Docker Hub names)."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
-
-
 def pull_error(image: str, detail: str) -> PullError:
     """The daemon's pull error as a PullError whose message names the cause."""
     detail = (detail or "").strip() or "no reason given"

@@ -146,3 +146,35 @@ def eager_tasks(*, propagate: bool = True):
         yield
     finally:
         app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+@dataclass
+class FakePullingOrchestrator(FakeOrchestrator):
+    """A fake whose host holds images and pulls them, like Docker (pulls_images)."""
+
+    pulls_images = True
+    images: dict[str, str] = field(default_factory=dict)  # image -> digest
+    #: image -> what pulling it does: an exception to raise, or a digest to end with
+    registry: dict[str, object] = field(default_factory=dict)
+
+    def image_present(self, image: str) -> bool:
+        self._call("image_present", image)
+        return image in self.images
+
+    def image_digest(self, image: str) -> str:
+        return self.images.get(image, "")
+
+    def pull(self, image, *, auth=None, on_progress=None) -> str:
+        from orchestrators.base import PullError, PullProgress
+
+        self._call("pull", image)
+        found = self.registry.get(image)
+        if found is None:
+            raise PullError(f"Could not pull {image}: no such image", cause="not_found")
+        if isinstance(found, BaseException):
+            raise found
+        if on_progress is not None:
+            on_progress(PullProgress(bytes_done=50, bytes_total=100, layers_done=1,
+                                     layers_total=2, phase="Downloading"))
+        self.images[image] = str(found)
+        return str(found)

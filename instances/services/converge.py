@@ -104,6 +104,10 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
         orch = get_orchestrator()
         if instance.desired_state == Instance.DesiredState.RUNNING:
             spec = instance_spec(instance, privileged=orch.privileged)
+            if orch.pulls_images and not orch.image_present(spec.image):
+                # Pull first, replace second: the workload is left as it is (running) until
+                # the image is on the host; the pull's own task reconciles us again then.
+                return _wait_for_image(instance, orch, spec.image)
             if requested == Instance.RequestedAction.RECREATE:
                 observed = orch.recreate(spec)
             else:
@@ -123,6 +127,8 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
     status, message = _observed_fields(observed)
     _status_write(pk=instance.pk, status=status, message=message)
     _requested_clear(instance, requested)
+    if orch.pulls_images and instance.desired_state == Instance.DesiredState.RUNNING:
+        _running_digest_write(instance, orch)
     what = requested or ("ensure" if instance.desired_state == "running" else "stop")
     activity_record(
         instance_id=instance.pk, instance_name=instance.name, action=what,
@@ -131,6 +137,34 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
     )
     logger.info("reconciled %s: %s, now %s", instance.name, what, status)
     return status
+
+
+def _running_digest_write(instance: Instance, orch: Orchestrator) -> None:
+    """Record the digest of the image the workload runs (for "update available")."""
+    try:
+        digest = orch.image_digest(instance.effective_image)
+    except (FinalError, TransientError):
+        return  # only informative: the next converge records it
+    if digest != instance.running_digest:
+        Instance.objects.filter(pk=instance.pk).update(running_digest=digest)
+
+
+def _wait_for_image(instance: Instance, orch: Orchestrator, image: str) -> str:
+    from .images import image_pull_request, pulling_message
+
+    pull, queued = image_pull_request(image=image)
+    has_workload = orch.status(instance.name).exists
+    _status_write(pk=instance.pk, status=Instance.Status.PULLING,
+                  message=pulling_message(image, pull, has_workload=has_workload))
+    if instance.status != Instance.Status.PULLING:
+        activity_record(
+            instance_id=instance.pk, instance_name=instance.name, action="pull",
+            result=Activity.Result.QUEUED, actor=SYSTEM,
+            message=f"{image} is not on the host: " + (
+                "pulling it." if queued else "waiting for the pull already under way."))
+    logger.info("%s waits for image %s (%s)", instance.name, image,
+                "pull queued" if queued else "pull under way")
+    return "pulling"
 
 
 def _requested_clear(instance: Instance, requested: str) -> None:

@@ -72,7 +72,7 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
     started = timezone.now()
     rows = list(Instance.objects.values(
         "pk", "name", "desired_state", "status", "status_message", "status_since", "created_at",
-        "requested_action",
+        "requested_action", "image",
     ))
     observed = orch.status_all()
     now = timezone.now()
@@ -82,6 +82,8 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
     updates: dict[int, tuple[str, str]] = {}
     activities: list[Activity] = []
     to_enqueue: list[int] = []
+    waiting = _pulls_waited_for(rows)
+    to_pull: set[str] = set()
 
     def note(row, action, result, message):
         activities.append(Activity(instance_id=row["pk"], instance_name=row["name"], actor=SYSTEM,
@@ -94,7 +96,10 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
         obs = observed.get(name)
         current = (row["status"], row["status_message"])
         new = current
-        if row["desired_state"] == Instance.DesiredState.RUNNING:
+        if (row["status"] == Instance.Status.PULLING
+                and row["desired_state"] == Instance.DesiredState.RUNNING):
+            _pulling_check(row, waiting, now, to_enqueue, to_pull, note)
+        elif row["desired_state"] == Instance.DesiredState.RUNNING:
             new = _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue)
         elif obs is not None and obs.status in (ObservedStatus.RUNNING, ObservedStatus.CREATING):
             new = (str(obs.status), "Started outside Claworc; stopping it.")
@@ -113,12 +118,49 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
 
     _statuses_write_bulk(rows, updates, started=started, now=now)
     report.status_changes = len(updates)
+    if to_pull:
+        from .images import image_pull_request
+
+        for image in sorted(to_pull):
+            image_pull_request(image=image)
     report.orphans = _orphans_report(orch, rows, observed, orch.volumes_all(), busy, now)
     Activity.objects.bulk_create(activities)
     for pk in to_enqueue:
         _enqueue_reconcile(pk)
     logger.info("reconcile_all on %s: %s", orch.backend_name, report)
     return report
+
+
+def _pulls_waited_for(rows) -> dict:
+    """The ImagePull rows of the images that instances in `pulling` wait for (one query)."""
+    from ..models import ImagePull
+
+    images = {r["image"] or settings.CLAWORC_AGENT_IMAGE for r in rows
+              if r["status"] == Instance.Status.PULLING}
+    return {p.image: p for p in ImagePull.objects.filter(image__in=images)} if images else {}
+
+
+def _pulling_check(row, pulls, now, to_enqueue, to_pull, note) -> None:
+    """An instance waits for its image: leave it while the pull lives; otherwise carry on.
+
+    A pull that died with its worker (its heartbeat is old) is requested again, and the host
+    resumes from what it had downloaded; a finished pull whose reconcile was lost is followed up.
+    """
+    from ..models import ImagePull
+    from .images import pull_is_alive
+
+    image = row["image"] or settings.CLAWORC_AGENT_IMAGE
+    pull = pulls.get(image)
+    if pull is not None and pull_is_alive(pull, now):
+        return
+    if pull is not None and pull.state == ImagePull.State.DONE:
+        to_enqueue.append(row["pk"])
+        return
+    if image not in to_pull:
+        note(row, "pull", Activity.Result.INFO,
+             f"The pull of {image} stopped without a result (its worker died?); pulling it "
+             "again, from what the host already downloaded.")
+    to_pull.add(image)
 
 
 def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):

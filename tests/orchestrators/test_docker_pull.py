@@ -3,8 +3,8 @@ cause. The daemon is real; the registry is the throttled one of tests/registry_s
 
 import pytest
 
-from orchestrators.base import PullError, RegistryAuth
-from orchestrators.docker import DockerOrchestrator, PullTally, pull_error, registry_of
+from orchestrators.base import PullError, RegistryAuth, registry_of
+from orchestrators.docker import DockerOrchestrator, PullTally, pull_error
 
 
 def events(*items):
