@@ -33,3 +33,8 @@ def _reconcile_on_beat(sender, **kwargs):
         interval, sender.signature("instances.tasks.reconcile_all", options={"expires": interval}),
         name="reconcile all instances",
     )
+    usage = float(settings.CLAWORC_USAGE_INTERVAL)
+    sender.add_periodic_task(
+        usage, sender.signature("instances.tasks.sample_usage", options={"expires": usage}),
+        name="sample resource usage",
+    )

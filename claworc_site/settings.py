@@ -123,6 +123,22 @@ CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300)
 # Time limit (seconds) of one image pull: pulls are their own tasks, not bound by the one above.
 CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600)
 
+# --- Operator pages, usage, /metrics ----------------------------------------------------------
+# Seconds between two polls of the live status endpoint by an open page.
+CLAWORC_LIVE_INTERVAL = env_int(env, "CLAWORC_LIVE_INTERVAL", 2)
+# Seconds between two resource-usage samples (Celery beat), and the daemon/API calls one sample
+# may make; volume sizes (one more call) are read at most every CLAWORC_USAGE_VOLUME_INTERVAL s.
+CLAWORC_USAGE_INTERVAL = env_int(env, "CLAWORC_USAGE_INTERVAL", 30)
+CLAWORC_USAGE_MAX_CALLS = env_int(env, "CLAWORC_USAGE_MAX_CALLS", 20)
+CLAWORC_USAGE_VOLUME_INTERVAL = env_int(env, "CLAWORC_USAGE_VOLUME_INTERVAL", 600)
+# A followed log: the last CLAWORC_LOG_FOLLOW_LINES lines, then new ones, for at most
+# CLAWORC_LOG_FOLLOW_SECONDS per connection. Downloads take at most CLAWORC_LOG_DOWNLOAD_LINES.
+CLAWORC_LOG_FOLLOW_LINES = env_int(env, "CLAWORC_LOG_FOLLOW_LINES", 200)
+CLAWORC_LOG_FOLLOW_SECONDS = env_int(env, "CLAWORC_LOG_FOLLOW_SECONDS", 300)
+CLAWORC_LOG_DOWNLOAD_LINES = env_int(env, "CLAWORC_LOG_DOWNLOAD_LINES", 10000)
+# Bearer token a Prometheus scrape of /metrics presents; empty: staff sessions only.
+CLAWORC_METRICS_TOKEN = env.str("CLAWORC_METRICS_TOKEN", default="")
+
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's SQLAlchemy transport on a SQLite file.
 CELERY_BROKER_URL = env.str(

@@ -358,3 +358,33 @@ class ImagePull(models.Model):
         size = (f"{format_bytes(self.bytes_done)} of {format_bytes(self.bytes_total)}"
                 f" ({self.percent}%)" if self.bytes_total else "sizes not known yet")
         return f"{size}, {self.layers_done} of {self.layers_total} layers"
+
+
+class InstanceUsage(models.Model):
+    """The last resource-usage sample of an instance, written by the worker (sample_usage).
+
+    Web pages and /metrics read it; nothing in a request asks the backend for usage.
+    """
+
+    instance = models.OneToOneField(
+        Instance, primary_key=True, on_delete=models.CASCADE, related_name="usage"
+    )
+    sampled_at = models.DateTimeField(null=True, blank=True)
+    #: Cores in use (1.0 = one full core), averaged since the previous sample.
+    cpu_cores = models.FloatField(null=True, blank=True, db_index=True)
+    #: The backend's cumulative CPU time, kept to make a rate of the next sample (Docker).
+    cpu_seconds_total = models.FloatField(null=True, blank=True)
+    memory_bytes = models.BigIntegerField(null=True, blank=True, db_index=True)
+    memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
+    #: Bytes used by the instance's volumes together, and per volume name.
+    volume_bytes = models.BigIntegerField(null=True, blank=True)
+    volumes = models.JSONField(default=dict, blank=True)
+    volumes_sampled_at = models.DateTimeField(null=True, blank=True)
+    #: Why there is no number ("not available: ..."), for people.
+    message = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        verbose_name_plural = "instance usage"
+
+    def __str__(self):
+        return f"usage of {self.instance_id}"

@@ -16,6 +16,7 @@ from django.conf import settings
 from orchestrators.base import TransientError
 
 from . import services
+from .metrics import CONVERGE_SECONDS, RECONCILE_ALL_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,11 @@ def _wait_for_lease(task, busy: services.LeaseBusy):
 def reconcile_instance(self, pk: int) -> str:
     """Converge instance `pk` to its desired state."""
     try:
-        return services.instance_converge(
-            pk=pk, owner=services.lease_owner(self.request.id), last_attempt=_last_attempt(self)
-        )
+        with CONVERGE_SECONDS.time():
+            return services.instance_converge(
+                pk=pk, owner=services.lease_owner(self.request.id),
+                last_attempt=_last_attempt(self),
+            )
     except services.LeaseBusy as busy:
         _wait_for_lease(self, busy)
 
@@ -85,7 +88,9 @@ def observe_instance(self, pk: int) -> str:
 def reconcile_all(self) -> str:
     """Periodic (Celery beat): observe everything in one list call, repair drift."""
     try:
-        report = services.instances_reconcile_all(owner=services.lease_owner(self.request.id))
+        with RECONCILE_ALL_SECONDS.time():
+            report = services.instances_reconcile_all(
+                owner=services.lease_owner(self.request.id))
     except TransientError as exc:
         # The next beat tries again; retrying here would only pile runs up.
         logger.warning("reconcile_all skipped: %s", exc)
@@ -111,3 +116,15 @@ def pull_image(self, image: str) -> str:
     return images.image_pull(
         image=image, owner=services.lease_owner(self.request.id),
         last_attempt=_last_attempt(self))
+
+
+@shared_task(bind=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+def sample_usage(self) -> str:
+    """Periodic (Celery beat): CPU, memory and volume sizes within CLAWORC_USAGE_MAX_CALLS."""
+    from . import usage
+
+    try:
+        return str(usage.usage_sample())
+    except TransientError as exc:
+        logger.warning("usage sample skipped: %s", exc)
+        return f"skipped: {exc}"

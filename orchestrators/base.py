@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -100,6 +100,24 @@ class Observed:
     exit_code: int | None = None
     log_tail: str = ""
     exists: bool = True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource use of one running workload at one moment.
+
+    A backend fills what it can tell: Docker a cumulative CPU time (the caller makes a rate of
+    two samples), Kubernetes' metrics API a rate directly. `available` False with a `message`
+    says why nothing could be told ("metrics.k8s.io is not served by this cluster").
+    """
+
+    name: str
+    cpu_seconds_total: float | None = None
+    cpu_cores: float | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    available: bool = True
+    message: str = ""
 
 
 class OrchestratorError(Exception):
@@ -287,3 +305,33 @@ class Orchestrator(abc.ABC):
     def pull_events(self, name: str) -> list[str]:
         """What the cluster said about pulling the workload's image (newest last); [] if none."""
         return []
+    #: A `usage()` call for n names makes at most n * usage_calls_per_name + usage_fixed_calls
+    #: daemon or API calls: callers size n to stay within their budget.
+    usage_calls_per_name: ClassVar[int] = 0
+    usage_fixed_calls: ClassVar[int] = 0
+
+    def usage(self, names: Sequence[str]) -> dict[str, Usage]:
+        """CPU and memory of the named workloads, for those it could tell.
+
+        Bounded: at most one daemon/API call per name plus `usage_fixed_calls`, never a
+        stream; the caller chooses how many names to pass. Names whose workload is not running
+        are left out. The default knows nothing: every name "not available".
+        """
+        return {name: Usage(name=name, available=False,
+                            message=f"{self.backend_name} reports no resource usage")
+                for name in names}
+
+    def volume_sizes(self) -> dict[str, dict[str, int]] | None:
+        """Bytes used per managed volume, {instance: {volume name: bytes}}, in ONE call; None
+        when the backend cannot tell (a PVC's use is not visible through the API)."""
+        return None
+
+    def follow_logs(self, name: str, *, lines: int, seconds: float) -> Iterator[str]:
+        """The last `lines` lines, then new lines as they are written, for at most `seconds`.
+
+        Errors reaching the backend are raised by this call, before anything is streamed; the
+        iterator then yields chunks of text and ends at the deadline or when the workload goes
+        away. The default gives the tail only: backends that can stream override it.
+        """
+        text = self.logs(name, lines=lines)
+        return iter([text] if text else [])

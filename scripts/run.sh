@@ -18,6 +18,10 @@ export CLAWORC_NODE_IP="${CLAWORC_NODE_IP:-127.0.0.1}"
 export CLAWORC_DOCKER_CONFIG_DIR="${CLAWORC_DOCKER_CONFIG_DIR:-$CLAWORC_DATA_DIR/configs}"
 export CLAWORC_BIND="${CLAWORC_BIND:-127.0.0.1:8000}"
 mkdir -p "$CLAWORC_DOCKER_CONFIG_DIR"
+# /metrics sums what web and worker processes measured through files here; a new run starts
+# empty, as prometheus_client's multiprocess mode requires.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$CLAWORC_DATA_DIR/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
 .venv/bin/python manage.py migrate --no-input -v 0
 .venv/bin/python manage.py collectstatic --no-input -v 0

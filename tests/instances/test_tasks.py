@@ -68,3 +68,19 @@ def test_reconcile_all_is_on_the_beat_schedule(settings):
     assert entry["task"] == "instances.tasks.reconcile_all"
     assert entry["schedule"] == float(settings.CLAWORC_RECONCILE_INTERVAL)
     assert entry["options"]["expires"] == entry["schedule"]
+
+
+def test_usage_sampling_is_on_the_beat_schedule(settings):
+    entry = app.conf.beat_schedule["sample resource usage"]
+    assert entry["task"] == "instances.tasks.sample_usage"
+    assert entry["schedule"] == float(settings.CLAWORC_USAGE_INTERVAL)
+    assert entry["options"]["expires"] == entry["schedule"]
+
+
+def test_usage_sampling_skips_quietly_when_the_backend_is_unreachable():
+    class Down(FakeOrchestrator):
+        def volume_sizes(self):
+            raise TransientError("Docker not available: no socket")
+
+    with override(Down()), eager_tasks():
+        assert tasks.sample_usage.delay().get() == "skipped: Docker not available: no socket"

@@ -1,0 +1,161 @@
+"""Resource usage: sampled by the worker on a schedule (tasks.sample_usage), read by the pages.
+
+Each run makes a bounded number of daemon or API calls, CLAWORC_USAGE_MAX_CALLS at most: the
+running instances sampled longest ago go first, so with more instances than the budget every one
+is still sampled in turn. Volume sizes cost one more call and are read at most every
+CLAWORC_USAGE_VOLUME_INTERVAL seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import F, Max
+from django.utils import timezone
+
+from orchestrators.base import Orchestrator, Usage
+
+from .models import Instance, InstanceUsage
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE_FIELDS = ["sampled_at", "cpu_cores", "cpu_seconds_total", "memory_bytes",
+                  "memory_limit_bytes", "message"]
+_VOLUME_FIELDS = ["volume_bytes", "volumes", "volumes_sampled_at"]
+
+
+@dataclass
+class UsageReport:
+    sampled: int = 0
+    running: int = 0
+    volumes: bool = False
+    calls_budget: int = 0
+
+    def __str__(self):
+        return (f"sampled {self.sampled} of {self.running} running instances"
+                f"{', volume sizes' if self.volumes else ''} (budget {self.calls_budget} calls)")
+
+
+def _volumes_due(now: datetime) -> bool:
+    last = InstanceUsage.objects.aggregate(last=Max("volumes_sampled_at"))["last"]
+    return last is None or (now - last).total_seconds() >= settings.CLAWORC_USAGE_VOLUME_INTERVAL
+
+
+def names_within_budget(orch: Orchestrator, budget: int, *, volumes: bool) -> int | None:
+    """How many names one usage() call may take within `budget` calls; None: any number."""
+    left = budget - orch.usage_fixed_calls - (1 if volumes else 0)
+    if orch.usage_calls_per_name == 0:
+        return None if left >= 0 else 0
+    return max(0, left // orch.usage_calls_per_name)
+
+
+def _cores(previous: InstanceUsage | None, usage: Usage, now: datetime) -> float | None:
+    if usage.cpu_cores is not None:
+        return usage.cpu_cores
+    if (usage.cpu_seconds_total is None or previous is None
+            or previous.cpu_seconds_total is None or previous.sampled_at is None):
+        return None
+    elapsed = (now - previous.sampled_at).total_seconds()
+    used = usage.cpu_seconds_total - previous.cpu_seconds_total
+    if elapsed <= 0 or used < 0:  # a restarted container starts its counter again
+        return None
+    return round(used / elapsed, 4)
+
+
+def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = None) -> UsageReport:
+    """Sample CPU and memory of running instances (and volume sizes when due); write them.
+
+    TransientError from the backend propagates: nothing is written, the next run tries again.
+    """
+    from orchestrators.registry import get_orchestrator
+
+    orch = orch or get_orchestrator()
+    now = now or timezone.now()
+    budget = settings.CLAWORC_USAGE_MAX_CALLS
+    volumes_due = _volumes_due(now) and budget >= 1
+    volume_sizes = orch.volume_sizes() if volumes_due else None
+    count = names_within_budget(orch, budget, volumes=volumes_due)
+    running = (Instance.objects.filter(status=Instance.Status.RUNNING)
+               .order_by(F("usage__sampled_at").asc(nulls_first=True), "pk")
+               .values_list("pk", "name"))
+    running = list(running)
+    chosen = running if count is None else running[:count]
+    previous = InstanceUsage.objects.in_bulk([pk for pk, _ in chosen])
+    found = orch.usage([name for _, name in chosen]) if chosen else {}
+
+    rows = []
+    for pk, name in chosen:
+        usage = found.get(name)
+        if usage is None:
+            continue  # not running after all: the next reconcile says so
+        rows.append(InstanceUsage(
+            instance_id=pk, sampled_at=now, cpu_cores=_cores(previous.get(pk), usage, now),
+            cpu_seconds_total=usage.cpu_seconds_total, memory_bytes=usage.memory_bytes,
+            memory_limit_bytes=usage.memory_limit_bytes,
+            message="" if usage.available else usage.message[:300],
+        ))
+    fields = list(_SAMPLE_FIELDS)
+    if volume_sizes is not None:
+        by_name = {name: pk for pk, name in
+                   Instance.objects.values_list("pk", "name")}
+        sampled = {row.instance_id: row for row in rows}
+        for name, sizes in volume_sizes.items():
+            pk = by_name.get(name)
+            if pk is None:
+                continue
+            row = sampled.get(pk)
+            if row is None:
+                row = previous.get(pk) or InstanceUsage(instance_id=pk)
+                rows.append(row)
+                sampled[pk] = row
+            row.volumes, row.volume_bytes = sizes, sum(sizes.values())
+            row.volumes_sampled_at = now
+        fields += _VOLUME_FIELDS
+    if rows:
+        InstanceUsage.objects.bulk_create(rows, update_conflicts=True,
+                                          unique_fields=["instance"], update_fields=fields)
+    # A stopped instance uses nothing: no stale numbers on its page or in /metrics.
+    InstanceUsage.objects.exclude(instance__status=Instance.Status.RUNNING).exclude(
+        cpu_cores=None, memory_bytes=None, cpu_seconds_total=None,
+    ).update(cpu_cores=None, memory_bytes=None, cpu_seconds_total=None)
+    report = UsageReport(sampled=len(found), running=len(running),
+                         volumes=volume_sizes is not None, calls_budget=budget)
+    logger.info("usage on %s: %s", orch.backend_name, report)
+    return report
+
+
+# --- for the pages ---------------------------------------------------------------------------
+
+def format_bytes(value: int | None) -> str:
+    if value is None:
+        return ""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def format_cpu(cores: float | None) -> str:
+    """"12.5%" where 100% is one full core (as `docker stats` counts)."""
+    return "" if cores is None else f"{cores * 100:.1f}%"
+
+
+def usage_display(usage: InstanceUsage | None) -> dict[str, str]:
+    """What a page shows of a sample: cpu, memory, volumes, message (all strings)."""
+    if usage is None:
+        return {"cpu": "", "memory": "", "volumes": "", "message": "", "sampled_at": ""}
+    memory = format_bytes(usage.memory_bytes)
+    if memory and usage.memory_limit_bytes:
+        memory += f" / {format_bytes(usage.memory_limit_bytes)}"
+    return {
+        "cpu": format_cpu(usage.cpu_cores),
+        "memory": memory,
+        "volumes": format_bytes(usage.volume_bytes),
+        "message": usage.message,
+        "sampled_at": usage.sampled_at.isoformat() if usage.sampled_at else "",
+    }
