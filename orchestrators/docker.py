@@ -370,6 +370,10 @@ class PullTally:
             layers_total=len(self.layers),
             phase=self.phase,
         )
+
+
+# --- resource usage and followed logs ------------------------------------------------------------
+
 def usage_from_stats(name: str, stats: dict[str, Any]) -> Usage | None:
     """Usage from one `docker stats --no-stream` answer; None when the container is not running
     (Docker then answers zeros)."""
