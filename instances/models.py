@@ -352,12 +352,15 @@ class ImagePull(models.Model):
         return min(100, int(100 * self.bytes_done / self.bytes_total))
 
     def progress_text(self) -> str:
-        """ "12.0 MB of 40.0 MB (30%), 2 of 5 layers" — what the pages show."""
+        """ "30% (12.0 MB of 40.0 MB, 2 of 5 layers)": the percent first, so it survives the
+        truncation of a list column."""
         if not self.layers_total:
             return "starting" if self.state == self.State.PULLING else str(self.get_state_display())
-        size = (f"{format_bytes(self.bytes_done)} of {format_bytes(self.bytes_total)}"
-                f" ({self.percent}%)" if self.bytes_total else "sizes not known yet")
-        return f"{size}, {self.layers_done} of {self.layers_total} layers"
+        layers = f"{self.layers_done} of {self.layers_total} layers"
+        if not self.bytes_total:
+            return f"sizes not known yet ({layers})"
+        return (f"{self.percent}% ({format_bytes(self.bytes_done)} of "
+                f"{format_bytes(self.bytes_total)}, {layers})")
 
 
 class InstanceUsage(models.Model):

@@ -118,12 +118,11 @@ def waiting_instances(image: str):
 
 
 def pulling_message(image: str, pull: ImagePull | None, *, has_workload: bool) -> str:
-    """ "Pulling <image>: 12.0 MB of 40.0 MB (30%), 2 of 5 layers. The current container…" """
-    keeps = ("the current container keeps running until it is here." if has_workload
-             else "the container is created once it is here.")
-    if pull is not None and pull.layers_total:
-        return f"Pulling {image}: {pull.progress_text()}. {keeps[0].upper()}{keeps[1:]}"
-    return f"Pulling {image}: {keeps}"
+    """ "Pulling image 30% (12.0 MB of 40.0 MB, 2 of 5 layers): <image>. The current…" """
+    keeps = ("The current container keeps running until it is here." if has_workload
+             else "The container is created once it is here.")
+    progress = f" {pull.progress_text()}" if pull is not None and pull.layers_total else ""
+    return f"Pulling image{progress}: {image}. {keeps}"
 
 
 # --- carrying out a pull (worker side) ------------------------------------------------------------

@@ -53,8 +53,8 @@ def test_missing_image_is_pulled_once_while_the_workloads_keep_running(
     assert host.ops("pull") == []  # the converge itself never pulls
     for row in Instance.objects.all():
         assert row.status == "pulling"
-        assert row.status_message == (f"Pulling {NEW}: the current container keeps running "
-                                      "until it is here.")
+        assert row.status_message == (f"Pulling image: {NEW}. The current container keeps "
+                                      "running until it is here.")
         assert host.workloads[row.name].spec.image == OLD  # not touched
     assert ImagePull.objects.get(image=NEW).state == "queued"
 
@@ -124,8 +124,8 @@ def test_progress_reaches_the_row_and_the_waiting_instances(host, monkeypatch):
     a = _make("bot-a", image=NEW)
     _converge(a.pk)
     image_services.image_pull(image=NEW, owner="worker")
-    assert seen == [("50 B of 100 B (50%), 1 of 2 layers",
-                     f"Pulling {NEW}: 50 B of 100 B (50%), 1 of 2 layers. The container is "
+    assert seen == [("50% (50 B of 100 B, 1 of 2 layers)",
+                     f"Pulling image 50% (50 B of 100 B, 1 of 2 layers): {NEW}. The container is "
                      "created once it is here.")]
 
 

@@ -162,6 +162,19 @@ class Admin:
             f"adding {display_name} failed: {reply.status_code}\n{_errors(reply.text)}")
         return reply
 
+    def change_instance(self, pk: int, **changes: str) -> requests.Response:
+        """Edit an instance's form as a person would: its current values, with `changes`."""
+        url = f"{self.base}/admin/instances/instance/{pk}/change/"
+        page = self.http.get(url, timeout=HTTP_TIMEOUT)
+        page.raise_for_status()
+        data = dict(form_fields(page.text, "instance_form"))
+        data.update(changes)
+        data["_save"] = "Save"
+        reply = self.http.post(url, data=data, timeout=HTTP_TIMEOUT, headers={"Referer": url})
+        assert reply.status_code == 200 and "was changed successfully" in reply.text, (
+            f"changing {pk} failed: {reply.status_code}\n{_errors(reply.text)}")
+        return reply
+
     def action(self, action: str, pks: list[int], **extra: str) -> str:
         """Run a changelist action; return the text of the messages it showed."""
         url = f"{self.base}/admin/instances/instance/"
