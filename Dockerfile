@@ -1,4 +1,4 @@
-# The Claworc dashboard: gunicorn serving Django (static files through WhiteNoise), Celery worker
+# The Claworc dashboard: gunicorn (uvicorn worker) serving Django and the desktop websockets (static files through WhiteNoise), Celery worker
 # and beat, all from one image; the role is the command (all, web, worker, beat). See docs/docker.md.
 #
 #   docker build -t claworc-dashboard .
@@ -36,6 +36,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY claworc_site ./claworc_site
 COPY instances ./instances
 COPY orchestrators ./orchestrators
+COPY desktops ./desktops
 RUN pip install -q --no-deps -c constraints.txt . && pip check
 COPY manage.py Procfile ./
 COPY templates ./templates

@@ -91,3 +91,13 @@ def check_port_range(app_configs=None, **kwargs):
     found = port_range_warnings(start, end, ephemeral=ephemeral_port_range())
     hint = f"The range holds {(end - start + 1) // 2} instances (one even/odd pair each)."
     return [checks.Warning(text, hint=hint, id=check_id) for check_id, text in found.items()]
+
+
+DESKTOP_ACCESS_MODES = ("ports", "both", "proxy")
+
+
+def env_choice(env, name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.str(name, default=default).strip().lower()
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw

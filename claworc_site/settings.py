@@ -5,7 +5,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from .config import env_bool, env_int, port_range
+from .config import DESKTOP_ACCESS_MODES, env_bool, env_choice, env_int, port_range
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "instances.apps.InstancesConfig",
+    "desktops.apps.DesktopsConfig",
     "orchestrators.apps.OrchestratorsConfig",
 ]
 
@@ -50,6 +51,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "claworc_site.urls"
 WSGI_APPLICATION = "claworc_site.wsgi.application"
+ASGI_APPLICATION = "claworc_site.asgi.application"
 
 TEMPLATES = [
     {
@@ -138,6 +140,26 @@ CLAWORC_LOG_FOLLOW_SECONDS = env_int(env, "CLAWORC_LOG_FOLLOW_SECONDS", 300)
 CLAWORC_LOG_DOWNLOAD_LINES = env_int(env, "CLAWORC_LOG_DOWNLOAD_LINES", 10000)
 # Bearer token a Prometheus scrape of /metrics presents; empty: staff sessions only.
 CLAWORC_METRICS_TOKEN = env.str("CLAWORC_METRICS_TOKEN", default="")
+
+
+# --- Desktops (docs/desktops.md) -----------------------------------------------------------
+# How people reach an instance's Chrome and Terminal: `ports` (published on the node, no login:
+# the seed's behaviour), `both`, or `proxy` (only through the dashboard, behind its login).
+CLAWORC_DESKTOP_ACCESS = env_choice(env, "CLAWORC_DESKTOP_ACCESS", "ports", DESKTOP_ACCESS_MODES)
+# A Docker network the dashboard shares with the bots. Set: bots join it and, in proxy mode,
+# publish nothing on the host. Unset: in proxy mode the ports are bound to 127.0.0.1 only.
+CLAWORC_DOCKER_NETWORK = env.str("CLAWORC_DOCKER_NETWORK", default="")
+# Where the dashboard reaches published ports when no network is shared (the host itself).
+CLAWORC_DESKTOP_UPSTREAM_HOST = env.str("CLAWORC_DESKTOP_UPSTREAM_HOST", default="127.0.0.1")
+CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER = env_int(env, "CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER", 4)
+# Seconds to open the upstream connection (TCP + websocket handshake) or fetch a page.
+CLAWORC_DESKTOP_CONNECT_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_CONNECT_TIMEOUT", 10)
+# Seconds between keepalive pings to the instance; no pong within as long closes the session.
+CLAWORC_DESKTOP_PING_INTERVAL = env_int(env, "CLAWORC_DESKTOP_PING_INTERVAL", 20)
+# Seconds between re-checks of an open session: permission still held, instance still running.
+CLAWORC_DESKTOP_CHECK_INTERVAL = env_int(env, "CLAWORC_DESKTOP_CHECK_INTERVAL", 15)
+# Seconds without any traffic after which a session is closed (0: never).
+CLAWORC_DESKTOP_IDLE_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_IDLE_TIMEOUT", 3600)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's SQLAlchemy transport on a SQLite file.

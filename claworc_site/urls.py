@@ -8,5 +8,6 @@ admin.site.index_title = "Instances, keys and settings"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("desktops.urls")),
     path("", include("instances.urls")),
 ]

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Start-up of the dashboard image. The command is the role:
 #   all (default)  web, worker and beat together (honcho + Procfile): the seed's single `docker run`
-#   web            gunicorn on $CLAWORC_BIND (0.0.0.0:8000)
+#   web            gunicorn (uvicorn worker: pages and desktop websockets) on $CLAWORC_BIND
 #   worker         Celery worker        beat   Celery beat
 # Anything else is run as given, as the same user with the same keys, e.g.
 #   docker exec -it claworc-dashboard claworc-entrypoint python manage.py shell
@@ -75,7 +75,8 @@ fi
 case "$role" in
   all) exec honcho -d /app -f /app/Procfile start ;;
   web)
-    exec gunicorn claworc_site.wsgi --bind "${CLAWORC_BIND:-0.0.0.0:8000}" \
+    exec gunicorn claworc_site.asgi:application --worker-class uvicorn_worker.UvicornWorker \
+      --bind "${CLAWORC_BIND:-0.0.0.0:8000}" \
       --workers "${GUNICORN_WORKERS:-2}" --access-logfile - "$@" ;;
   worker)
     exec celery -A claworc_site worker --loglevel "${LOG_LEVEL:-INFO}" \

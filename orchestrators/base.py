@@ -40,6 +40,22 @@ def is_crash(exit_code: int | None) -> bool:
     return exit_code is not None and exit_code not in STOP_EXIT_CODES
 
 
+class DesktopAccess(enum.StrEnum):
+    """How people reach an instance's desktops (CLAWORC_DESKTOP_ACCESS)."""
+
+    PORTS = "ports"  # published on the node, no login: the seed's behaviour
+    BOTH = "both"  # published, and through the dashboard's proxy
+    PROXY = "proxy"  # only through the dashboard: nothing published on the node
+
+    @property
+    def published(self) -> bool:
+        return self is not DesktopAccess.PROXY
+
+    @property
+    def proxied(self) -> bool:
+        return self is not DesktopAccess.PORTS
+
+
 class Status(enum.StrEnum):
     """Observed state of an instance's workload."""
 
@@ -210,6 +226,17 @@ class Orchestrator(abc.ABC):
     backend_name: ClassVar[str]
     #: Whether workloads run privileged; from the backend's own setting, copied into specs.
     privileged: bool = True
+    #: Whether desktop ports are published on the node, reached through the dashboard, or both.
+    desktop_access: DesktopAccess = DesktopAccess.PORTS
+
+    def desktop_address(self, name: str, container_port: int, node_port: int) -> tuple[str, int]:
+        """Where the dashboard reaches the instance's noVNC `container_port` (6081 or 6082):
+        (host, port). `node_port` is the instance's allocated port for it.
+
+        May ask the backend (a few seconds at most); TransientError when the workload is not
+        reachable now (not running, no address yet).
+        """
+        raise FinalError(f"The {self.backend_name} backend cannot proxy desktops.")
 
     @abc.abstractmethod
     def ping(self) -> str:

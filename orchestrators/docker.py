@@ -35,6 +35,7 @@ from .base import (
     MANAGED_BY_VALUE,
     TERMINAL_VNC_PORT,
     VOLUME_MOUNTS,
+    DesktopAccess,
     FinalError,
     InstanceSpec,
     Observed,
@@ -106,13 +107,28 @@ def check_name(name: str) -> None:
         )
 
 
+def desktop_ports(
+    spec: InstanceSpec, desktop_access: DesktopAccess, network: str | None
+) -> dict[str, Any] | None:
+    """The `ports` argument: published on every address (ports, both), or in proxy mode bound to
+    127.0.0.1 for a dashboard on the host, or not at all when a shared network carries them."""
+    pairs = ((CHROME_VNC_PORT, spec.port_chrome), (TERMINAL_VNC_PORT, spec.port_terminal))
+    if DesktopAccess(desktop_access).published:
+        return {f"{port}/tcp": host_port for port, host_port in pairs}
+    if network:
+        return None
+    return {f"{port}/tcp": ("127.0.0.1", host_port) for port, host_port in pairs}
+
+
 def container_create_kwargs(
-    spec: InstanceSpec, host_config_file: str, *, privileged: bool, init: bool
+    spec: InstanceSpec, host_config_file: str, *, privileged: bool, init: bool,
+    desktop_access: DesktopAccess = DesktopAccess.PORTS, network: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `DockerClient.containers.create()` for this spec.
 
     `host_config_file` is the config file's path as the daemon sees it. Raises ValueError for
-    a resource quantity Docker cannot take.
+    a resource quantity Docker cannot take. `network`: a Docker network the dashboard shares
+    with the bots, which the container joins.
     """
     check_name(spec.name)
     res = spec.resources
@@ -137,8 +153,6 @@ def container_create_kwargs(
         "image": spec.image,
         "environment": dict(spec.env),
         "labels": spec.labels(),
-        "ports": {f"{CHROME_VNC_PORT}/tcp": spec.port_chrome,
-                  f"{TERMINAL_VNC_PORT}/tcp": spec.port_terminal},
         "mounts": mounts,
         "privileged": privileged,
         "init": init,
@@ -149,6 +163,11 @@ def container_create_kwargs(
         "mem_limit": mem_limit,
         "mem_reservation": mem_reservation,
     }
+    ports = desktop_ports(spec, desktop_access, network)
+    if ports is not None:
+        kwargs["ports"] = ports
+    if network:
+        kwargs["network"] = network
     kwargs["labels"][LABEL_SPEC_HASH] = spec_hash(kwargs)
     return kwargs
 
@@ -453,8 +472,14 @@ class DockerOrchestrator(Orchestrator):
         init: bool = False,
         timeout: int = 30,
         client=None,
+        desktop_access: str = DesktopAccess.PORTS,
+        network: str | None = None,
+        desktop_host: str = "127.0.0.1",
     ) -> None:
         self.base_url = base_url
+        self.desktop_access = DesktopAccess(desktop_access)
+        self.network = network or None
+        self.desktop_host = desktop_host
         self.config_dir = config_dir
         self._host_config_dir = host_config_dir
         self.privileged = privileged
@@ -476,6 +501,9 @@ class DockerOrchestrator(Orchestrator):
             "host_config_dir": getattr(settings, "CLAWORC_DOCKER_HOST_CONFIG_DIR", "") or None,
             "privileged": settings.CLAWORC_DOCKER_PRIVILEGED,
             "init": settings.CLAWORC_DOCKER_INIT,
+            "desktop_access": getattr(settings, "CLAWORC_DESKTOP_ACCESS", "ports"),
+            "network": getattr(settings, "CLAWORC_DOCKER_NETWORK", "") or None,
+            "desktop_host": getattr(settings, "CLAWORC_DESKTOP_UPSTREAM_HOST", "127.0.0.1"),
         }
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -591,6 +619,8 @@ class DockerOrchestrator(Orchestrator):
                 config_path(self._daemon_config_dir(spec.name), spec.name),
                 privileged=self.privileged and spec.privileged,
                 init=self.init,
+                desktop_access=self.desktop_access,
+                network=self.network,
             )
         except ValueError as exc:
             raise FinalError(f"Instance {spec.name}: {exc}") from exc
@@ -641,8 +671,23 @@ class DockerOrchestrator(Orchestrator):
         if config:
             shutil.rmtree(config_dir_for(self.config_dir, name), ignore_errors=True)
 
+    def _ensure_network(self, name: str) -> None:
+        """Create the shared desktop network when it is missing (a concurrent create is fine)."""
+        with self._translate(name, "create the network of"):
+            if self.client.api.networks(names=[self.network]):
+                return
+            try:
+                self.client.api.create_network(
+                    self.network, labels={LABEL_MANAGED_BY: MANAGED_BY_VALUE})
+                logger.info("created network %s for %s", self.network, name)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+
     def _create(self, spec: InstanceSpec, kwargs: dict[str, Any]) -> bool:
         """Create the container (pulling the image if missing). False when the name is taken."""
+        if self.network:
+            self._ensure_network(spec.name)
         with self._translate(spec.name, "create the container of"):
             try:
                 self.client.containers.create(**kwargs)
@@ -728,6 +773,26 @@ class DockerOrchestrator(Orchestrator):
                     raise
 
     # -- the interface -------------------------------------------------------------------------
+
+    def desktop_address(self, name: str, container_port: int, node_port: int) -> tuple[str, int]:
+        """On a shared network: the container's address on it (one inspect, a few seconds at
+        most), reachable from a dashboard container on that network and from the host itself.
+        Otherwise the published port on CLAWORC_DESKTOP_UPSTREAM_HOST."""
+        if not self.network:
+            return self.desktop_host, node_port
+        check_name(name)
+        with self._translate(name, "find the desktop address of"):
+            api = self.client.api
+            try:
+                attrs = api._result(api._get(api._url("/containers/{0}/json", name),
+                                             timeout=PING_TIMEOUT), json=True)
+            except docker.errors.NotFound:
+                raise TransientError(f"Container {name} does not exist (yet).") from None
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(self.network) or {}).get("IPAddress")
+        if not (attrs.get("State") or {}).get("Running") or not address:
+            raise TransientError(f"Container {name} is not running on network {self.network}.")
+        return address, container_port
 
     def ping(self) -> str:
         """Ask the daemon its version within a few seconds: "ping ok, server 20.10.24"."""

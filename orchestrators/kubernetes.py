@@ -31,6 +31,7 @@ from .base import (
     MANAGED_BY_VALUE,
     TERMINAL_VNC_PORT,
     VOLUME_MOUNTS,
+    DesktopAccess,
     FinalError,
     InstanceSpec,
     Observed,
@@ -194,22 +195,25 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1) -
     }
 
 
-def build_service(spec: InstanceSpec, *, namespace: str) -> dict[str, Any]:
-    """NodePort: the allocated even port to Chrome VNC, the odd one to the terminal."""
+def build_service(spec: InstanceSpec, *, namespace: str,
+                  desktop_access: DesktopAccess = DesktopAccess.PORTS) -> dict[str, Any]:
+    """NodePort: the allocated even port to Chrome VNC, the odd one to the terminal. In proxy
+    mode a ClusterIP Service instead: the desktops are reached only through the dashboard."""
+    chrome = {"name": CHROME_SERVICE_PORT_NAME, "protocol": "TCP", "port": CHROME_VNC_PORT,
+              "targetPort": CHROME_VNC_PORT}
+    terminal = {"name": TERMINAL_SERVICE_PORT_NAME, "protocol": "TCP",
+                "port": TERMINAL_VNC_PORT, "targetPort": TERMINAL_VNC_PORT}
+    if DesktopAccess(desktop_access).published:
+        chrome["nodePort"] = spec.port_chrome
+        terminal["nodePort"] = spec.port_terminal
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(service_name(spec.name), spec.name, namespace),
         "spec": {
-            "type": "NodePort",
+            "type": "NodePort" if DesktopAccess(desktop_access).published else "ClusterIP",
             "selector": selector(spec.name),
-            "ports": [
-                {"name": CHROME_SERVICE_PORT_NAME, "protocol": "TCP", "port": CHROME_VNC_PORT,
-                 "targetPort": CHROME_VNC_PORT, "nodePort": spec.port_chrome},
-                {"name": TERMINAL_SERVICE_PORT_NAME, "protocol": "TCP",
-                 "port": TERMINAL_VNC_PORT, "targetPort": TERMINAL_VNC_PORT,
-                 "nodePort": spec.port_terminal},
-            ],
+            "ports": [chrome, terminal],
         },
     }
 
@@ -440,12 +444,15 @@ class KubernetesOrchestrator(Orchestrator):
     backend_name = "kubernetes"
 
     def __init__(self, *, api_client, namespace: str, privileged: bool = True,
-                 timeout: float = 10):
+                 timeout: float = 10, desktop_access: str = DesktopAccess.PORTS,
+                 node_host: str = "127.0.0.1"):
         from kubernetes import client
 
         self.api_client = api_client
         self.namespace = namespace
         self.privileged = privileged
+        self.desktop_access = DesktopAccess(desktop_access)
+        self.node_host = node_host
         self.timeout = timeout
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
@@ -480,7 +487,9 @@ class KubernetesOrchestrator(Orchestrator):
                     f"no in-cluster config, kubeconfig at {path} unusable: {exc}") from None
         return cls(api_client=client.ApiClient(configuration),
                    namespace=settings.CLAWORC_K8S_NAMESPACE,
-                   privileged=settings.CLAWORC_K8S_PRIVILEGED)
+                   privileged=settings.CLAWORC_K8S_PRIVILEGED,
+                   desktop_access=getattr(settings, "CLAWORC_DESKTOP_ACCESS", "ports"),
+                   node_host=settings.CLAWORC_NODE_IP)
 
     # --- calling the API -----------------------------------------------------------------------
     def _call(self, verb: str, kind: _Kind, name: str, fn: Callable, *args,
@@ -659,6 +668,13 @@ class KubernetesOrchestrator(Orchestrator):
     def _diff_service(self, existing: dict, desired: dict):
         return self._diff_spec(existing, desired)
 
+    def desktop_address(self, name: str, container_port: int, node_port: int) -> tuple[str, int]:
+        """The Service's cluster DNS name in proxy mode (the dashboard runs in the cluster);
+        otherwise the node port on CLAWORC_NODE_IP. No API call."""
+        if self.desktop_access.published:
+            return self.node_host, node_port
+        return f"{service_name(name)}.{self.namespace}.svc", container_port
+
     # --- operations ----------------------------------------------------------------------------
     def ping(self) -> str:
         host = self.api_client.configuration.host
@@ -677,8 +693,9 @@ class KubernetesOrchestrator(Orchestrator):
         config = self._apply(self._config_map, build_config_map(spec, namespace=ns),
                              self._diff_data)
         # The Service before the Deployment: a NodePort taken elsewhere fails before any Pod.
-        self._apply(self._service, build_service(spec, namespace=ns), self._diff_service,
-                    ports=(spec.port_chrome, spec.port_terminal))
+        self._apply(self._service, build_service(spec, namespace=ns,
+                                                   desktop_access=self.desktop_access),
+                    self._diff_service, ports=(spec.port_chrome, spec.port_terminal))
         workload = self._apply(self._deployment, build_deployment(spec, namespace=ns),
                                self._diff_deployment)
         # Pods read envFrom and subPath mounts only when they start.

@@ -56,6 +56,10 @@ class FakeOrchestrator(Orchestrator):
         return Observed(name=name, status=w.status, message=w.message, exit_code=w.exit_code,
                         log_tail=w.logs[-200:])
 
+    def desktop_address(self, name: str, container_port: int, node_port: int) -> tuple[str, int]:
+        self._call("desktop_address", name)
+        return "127.0.0.1", node_port
+
     def ping(self) -> str:
         self._call("ping")
         return "fake"

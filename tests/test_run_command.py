@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
+import websockets
+import websockets.sync.client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +55,12 @@ def test_run_script_starts_web_worker_and_beat_and_ctrl_c_stops_them(tmp_path):
             assert (data / name).exists(), name
         login = requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
         assert login.status_code == 200 and "csrfmiddlewaretoken" in login.text
+        # The same process answers websockets (the desktop proxy): anonymous is refused.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            websockets.sync.client.connect(
+                f"ws://127.0.0.1:{port}/instances/bot-x/desktop/chrome/websockify",
+                open_timeout=10).close()
+        assert refused.value.response.status_code == 403
 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         proc.wait(timeout=60)

@@ -311,7 +311,10 @@ class Stack:
 
     def start_web(self) -> str:
         port = free_port()
-        self._spawn("web", [str(Path(sys.executable).parent / "gunicorn"), "claworc_site.wsgi",
+        # As the Procfile runs it: the ASGI app under uvicorn's worker (pages and websockets).
+        self._spawn("web", [str(Path(sys.executable).parent / "gunicorn"),
+                            "claworc_site.asgi:application",
+                            "--worker-class", "uvicorn_worker.UvicornWorker",
                             "--bind", f"127.0.0.1:{port}", "--workers", "3", "--timeout", "60"])
         self.base_url = f"http://127.0.0.1:{port}"
         wait_for("the web process", lambda: requests.get(
