@@ -124,6 +124,8 @@ CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600)
 CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300)
 # Time limit (seconds) of one image pull: pulls are their own tasks, not bound by the one above.
 CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600)
+# Instances recreated at a time by "Update image" (the default of its confirmation form).
+CLAWORC_ROLLOUT_BATCH_SIZE = env_int(env, "CLAWORC_ROLLOUT_BATCH_SIZE", 2)
 
 # --- Operator pages, usage, /metrics ----------------------------------------------------------
 # Seconds between two polls of the live status endpoint by an open page.

@@ -4,18 +4,33 @@ No action, save or delete here talks to Docker or Kubernetes: services change th
 and enqueue tasks that run in the Celery worker.
 """
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db.models import Count, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce, NullIf
+from django.http import HttpResponseRedirect
 from django.template.defaultfilters import truncatechars
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from instances import services
+from instances.services import rollouts
 
 from . import admin_keys  # noqa: F401  the global API keys page
 from .admin_keys import InstanceApiKeysAdminMixin
 from .forms import API_KEYS_FIELDSET, InstanceAdminForm
-from .models import Activity, ImagePull, Instance, OrphanWorkload, PortAllocation, Setting
+from .models import (
+    Activity,
+    ImagePull,
+    Instance,
+    OrphanWorkload,
+    PortAllocation,
+    Rollout,
+    RolloutStep,
+    Setting,
+)
 from .services.images import REGISTRY_AUTH_PREFIX
 
 RECENT_ACTIVITY = 20
@@ -40,7 +55,7 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     form = InstanceAdminForm  # write-only API key overrides, shown masked
     list_display = [
         "name", "display_name", "status", "short_status_message", "desired_state",
-        "last_observed", "chrome_vnc", "terminal_vnc",
+        "last_observed", "chrome_vnc", "terminal_vnc", "image_column",
     ]
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "display_name"]
@@ -62,7 +77,8 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     ]
     actions = [
         "start_instances", "stop_instances", "restart_instances", "recreate_instances",
-        "refresh_instances", "delete_keeping_volumes", "delete_with_volumes",
+        "refresh_instances", "update_image", "update_image_fleet", "delete_keeping_volumes",
+        "delete_with_volumes",
     ]
 
     # --- pages ----------------------------------------------------------------------------------
@@ -102,7 +118,25 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
         with services.acting_as(request.user.get_username()):
             super().delete_queryset(request, queryset)
 
+    def get_queryset(self, request):
+        # The digest the host last pulled for each instance's tag, in the same query: a
+        # different one than the instance runs means an update is available.
+        image = Coalesce(NullIf("image", Value("")), Value(settings.CLAWORC_AGENT_IMAGE))
+        host_digest = ImagePull.objects.filter(image=OuterRef("effective_image_ref"),
+                                               state=ImagePull.State.DONE).values("digest")[:1]
+        return super().get_queryset(request).annotate(
+            effective_image_ref=image).annotate(host_digest=Subquery(host_digest))
+
     # --- columns and read-only fields -----------------------------------------------------------
+
+    @admin.display(description="Image")
+    def image_column(self, obj):
+        host = getattr(obj, "host_digest", None)
+        if host and obj.running_digest and host != obj.running_digest:
+            return format_html('{0}<br><strong class="update-available" title="runs {1}, the '
+                               'host has {2}">update available</strong>', obj.effective_image,
+                               obj.running_digest[:19], host[:19])
+        return obj.effective_image
 
     @admin.display(description="Status message", ordering="status_message")
     def short_status_message(self, obj):
@@ -183,6 +217,50 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
     def refresh_instances(self, request, queryset):
         self._report(request, services.instance_refresh(
             instance_ids=self._ids(queryset), actor=request.user.get_username()))
+
+    @admin.action(description="Update image of selected instances (pull, then recreate in "
+                  "batches)", permissions=["change"])
+    def update_image(self, request, queryset):
+        return self._update_image(request, self._ids(queryset), action="update_image")
+
+    @admin.action(description="Update image of ALL instances on the selected instances' images",
+                  permissions=["change"])
+    def update_image_fleet(self, request, queryset):
+        ids = rollouts.instances_on_images(instance_ids=self._ids(queryset))
+        return self._update_image(request, ids, action="update_image_fleet")
+
+    def _update_image(self, request, ids: list[int], *, action: str):
+        instances = list(Instance.objects.filter(pk__in=ids).order_by("name"))
+        default = settings.CLAWORC_ROLLOUT_BATCH_SIZE
+        if request.POST.get("confirm") != "yes":
+            by_image: dict[str, list] = {}
+            for instance in instances:
+                by_image.setdefault(instance.effective_image, []).append(instance)
+            return TemplateResponse(
+                request, "admin/instances/instance/update_image_confirmation.html",
+                {**self.admin_site.each_context(request), "opts": self.model._meta,
+                 "title": "Update image?", "instances": instances,
+                 "by_image": sorted(by_image.items()), "batch_size": default, "action": action,
+                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            )
+        try:
+            batch_size = int(request.POST.get("batch_size") or default)
+            started = rollouts.rollout_start(instance_ids=ids, batch_size=batch_size,
+                                             actor=request.user.get_username())
+        except ValueError:
+            self.message_user(request, "The batch size is a whole number, at least 1.",
+                              messages.ERROR)
+            return None
+        for rollout in started:
+            url = reverse("admin:instances_rollout_change", args=[rollout.pk])
+            self.message_user(request, format_html(
+                'Updating {0}: <a href="{1}">rollout #{2}</a>, {3} instance(s) in batches of {4}.',
+                rollout.image, url, rollout.pk, rollout.steps.count(), batch_size),
+                messages.SUCCESS)
+        if len(started) == 1:
+            return HttpResponseRedirect(
+                reverse("admin:instances_rollout_change", args=[started[0].pk]))
+        return None
 
     @admin.action(description="Delete selected instances, keeping their volumes",
                   permissions=["delete"])
@@ -272,3 +350,51 @@ class ImagePullAdmin(ReadOnlyAdmin):
     @admin.display(description="Progress")
     def progress(self, obj):
         return obj.progress_text()
+
+
+class RolloutStepInline(admin.TabularInline):
+    model = RolloutStep
+    extra = 0
+    can_delete = False
+    fields = ["batch_number", "instance_name", "state", "message", "updated_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Batch")
+    def batch_number(self, obj):
+        return obj.batch + 1
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin):
+    """Fleet image updates; one page shows the whole rollout as it goes (it refreshes)."""
+
+    list_display = ["id", "image", "state", "progress", "message", "actor", "created_at"]
+    list_filter = ["state"]
+    fields = ["image", "digest", "state", "progress", "pull", "message", "batch_size", "actor",
+              "created_at", "finished_at"]
+    readonly_fields = fields
+    inlines = [RolloutStepInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            n_steps=Count("steps"),
+            n_done=Count("steps", filter=Q(steps__state__in=["done", "current"])))
+
+    @admin.display(description="Updated")
+    def progress(self, obj):
+        return f"{obj.n_done} of {obj.n_steps} instance(s)"
+
+    @admin.display(description="Pull")
+    def pull(self, obj):
+        found = ImagePull.objects.filter(image=obj.image).first()
+        return f"{found.get_state_display()}: {found.progress_text()}" if found else "-"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        # A running rollout's page follows it without a click (the status pages do the same).
+        if hasattr(response, "headers"):
+            response.headers["Refresh"] = "5"
+        return response

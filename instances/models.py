@@ -391,3 +391,63 @@ class InstanceUsage(models.Model):
 
     def __str__(self):
         return f"usage of {self.instance_id}"
+
+
+class Rollout(models.Model):
+    """A fleet image update: resolve the tag to a digest, pull once, recreate in batches.
+
+    The worker advances it a step at a time (instances/services/rollouts.py); it stops at the
+    first instance that fails and says which.
+    """
+
+    class State(models.TextChoices):
+        RESOLVING = "resolving", "Resolving the tag"
+        PULLING = "pulling", "Pulling"
+        UPDATING = "updating", "Updating instances"
+        DONE = "done", "Done"
+        FAILED = "failed", "Stopped at a failure"
+
+    ACTIVE = (State.RESOLVING, State.PULLING, State.UPDATING)
+
+    image = models.CharField(max_length=255)
+    digest = models.CharField(max_length=100, blank=True, default="")
+    batch_size = models.PositiveIntegerField(default=2)
+    state = models.CharField(max_length=16, choices=State, default=State.RESOLVING)
+    message = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150, default="system")
+    created_at = models.DateTimeField(auto_now_add=True)
+    batch_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"update of {self.image} #{self.pk}"
+
+
+class RolloutStep(models.Model):
+    """One instance of a rollout, in batch `batch` (0-based)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        UPDATING = "updating", "Updating"
+        DONE = "done", "Updated"
+        CURRENT = "current", "Already on the digest"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Not updated (rollout stopped)"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="steps")
+    instance = models.ForeignKey(Instance, null=True, on_delete=models.SET_NULL,
+                                 related_name="rollout_steps")
+    instance_name = models.CharField(max_length=NAME_MAX_LENGTH)
+    batch = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State, default=State.PENDING)
+    message = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["batch", "instance_name"]
+
+    def __str__(self):
+        return f"{self.instance_name} ({self.state})"

@@ -128,3 +128,13 @@ def sample_usage(self) -> str:
     except TransientError as exc:
         logger.warning("usage sample skipped: %s", exc)
         return f"skipped: {exc}"
+
+
+@shared_task(bind=True, acks_late=True, autoretry_for=(TransientError,), retry_backoff=2,
+             retry_backoff_max=60, retry_jitter=True, max_retries=8, soft_time_limit=SOFT_LIMIT,
+             time_limit=HARD_LIMIT)
+def rollout_advance(self, rollout_id: int) -> str:
+    """Take fleet image update `rollout_id` one step further (it re-enqueues itself)."""
+    from .services import rollouts
+
+    return rollouts.rollout_advance(rollout_id=rollout_id)

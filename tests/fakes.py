@@ -168,6 +168,14 @@ class FakePullingOrchestrator(FakeOrchestrator):
     def image_digest(self, image: str) -> str:
         return self.images.get(image, "")
 
+    def resolve_digest(self, image, *, auth=None) -> str:
+        from orchestrators.base import PullError
+
+        found = self.registry.get(image)
+        if found is None or isinstance(found, BaseException):
+            raise PullError(f"Could not pull {image}: no such image", cause="not_found")
+        return str(found)
+
     def pull(self, image, *, auth=None, on_progress=None) -> str:
         from orchestrators.base import PullError, PullProgress
 

@@ -225,6 +225,7 @@ def _pull_done(image: str, digest: str, last: PullProgress) -> str:
             for pk, name in waiting)
         for pk, _ in waiting:
             _enqueue_reconcile(pk)
+        _rollouts_advance(image)
     logger.info("pulled %s (%s); %d instance(s) were waiting", image, digest or "no digest",
                 len(waiting))
     return "done"
@@ -245,5 +246,14 @@ def _pull_failed(image: str, error: PullError, last: PullProgress) -> str:
         Activity.objects.bulk_create(
             Activity(instance_id=pk, instance_name=name, action="pull", actor="system",
                      result=Activity.Result.ERROR, message=text) for pk, name in waiting)
+        _rollouts_advance(image)
     logger.error("pull of %s failed (%s): %s", image, error.cause, text)
     return "error"
+
+
+def _rollouts_advance(image: str) -> None:
+    """Fleet updates waiting for this pull go on (or stop, when it failed)."""
+    from .rollouts import _enqueue_advance, rollouts_waiting_for
+
+    for rollout_id in rollouts_waiting_for(image):
+        _enqueue_advance(rollout_id)

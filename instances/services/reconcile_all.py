@@ -123,6 +123,10 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
 
         for image in sorted(to_pull):
             image_pull_request(image=image)
+    from .rollouts import _enqueue_advance, rollouts_active
+
+    for rollout_id in rollouts_active():  # a lost message costs one interval, no more
+        _enqueue_advance(rollout_id)
     report.orphans = _orphans_report(orch, rows, observed, orch.volumes_all(), busy, now)
     Activity.objects.bulk_create(activities)
     for pk in to_enqueue:
