@@ -4,6 +4,8 @@ Settings call these so that a wrong value stops start-up with a message naming t
 instead of failing later inside a request or a task.
 """
 
+import json
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -101,3 +103,51 @@ def env_choice(env, name: str, default: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def env_list(env, name: str) -> list[str]:
+    """Comma-separated names; blanks dropped."""
+    return [item.strip() for item in env.str(name, default="").split(",") if item.strip()]
+
+
+def env_labels(env, name: str) -> dict[str, str]:
+    """`key=value,key=value` (a Kubernetes node selector)."""
+    labels = {}
+    for item in env_list(env, name):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ImproperlyConfigured(
+                f"{name} must be key=value pairs separated by commas, got {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def env_json_list(env, name: str) -> list[dict]:
+    """A JSON list of objects (Kubernetes tolerations, in the API's shape)."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON list: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ImproperlyConfigured(f"{name} must be a JSON list of objects, got {raw!r}")
+    return value
+
+
+def node_port_range(env) -> tuple[int, int]:
+    """The cluster's NodePort range (kube-apiserver --service-node-port-range)."""
+    raw = env.str("CLAWORC_K8S_NODE_PORT_RANGE", default="30000-32767")
+    low, sep, high = raw.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        low_port, high_port = int(low), int(high)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"CLAWORC_K8S_NODE_PORT_RANGE must look like 30000-32767, got {raw!r}") from None
+    if not 1 <= low_port < high_port <= 65535:
+        raise ImproperlyConfigured(
+            f"CLAWORC_K8S_NODE_PORT_RANGE must be two ports, low-high, got {raw!r}")
+    return low_port, high_port

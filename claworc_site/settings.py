@@ -5,7 +5,17 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from .config import DESKTOP_ACCESS_MODES, env_bool, env_choice, env_int, port_range
+from .config import (
+    DESKTOP_ACCESS_MODES,
+    env_bool,
+    env_choice,
+    env_int,
+    env_json_list,
+    env_labels,
+    env_list,
+    node_port_range,
+    port_range,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -116,6 +126,14 @@ CLAWORC_DOCKER_PRIVILEGED = env_bool(env, "CLAWORC_DOCKER_PRIVILEGED", True)
 CLAWORC_DOCKER_INIT = env_bool(env, "CLAWORC_DOCKER_INIT", False)
 CLAWORC_K8S_NAMESPACE = env.str("CLAWORC_K8S_NAMESPACE", default="claworc")
 CLAWORC_K8S_PRIVILEGED = env_bool(env, "CLAWORC_K8S_PRIVILEGED", True)
+# What real clusters need (docs/kubernetes-backend.md): empty = the cluster's defaults.
+CLAWORC_K8S_STORAGE_CLASS = env.str("CLAWORC_K8S_STORAGE_CLASS", default="")
+CLAWORC_K8S_IMAGE_PULL_SECRETS = env_list(env, "CLAWORC_K8S_IMAGE_PULL_SECRETS")
+CLAWORC_K8S_NODE_SELECTOR = env_labels(env, "CLAWORC_K8S_NODE_SELECTOR")
+CLAWORC_K8S_TOLERATIONS = env_json_list(env, "CLAWORC_K8S_TOLERATIONS")
+CLAWORC_K8S_NODE_PORT_RANGE = node_port_range(env)
+# Copy the image's files into each new, empty PVC (as Docker does for named volumes).
+CLAWORC_K8S_SEED_VOLUMES = env_bool(env, "CLAWORC_K8S_SEED_VOLUMES", True)
 # Fernet keys for API keys at rest, comma-separated, newest first (MultiFernet rotation).
 CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="")
 CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30)

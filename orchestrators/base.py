@@ -116,6 +116,9 @@ class Observed:
     exit_code: int | None = None
     log_tail: str = ""
     exists: bool = True
+    #: Stable remarks for people, whatever the status (e.g. a volume resize the cluster
+    #: refused while the instance runs on): shown with the status, never an error by themselves.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ ConfigMap `bot-mybot-config` (key `clawdbot.json`), Service `bot-mybot-vnc`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .base import (
@@ -51,6 +53,15 @@ CONTAINER_NAME = "agent"
 CONFIG_VOLUME = "config"
 #: Changing this pod-template annotation makes the Deployment replace its Pod (a restart).
 RESTARTED_AT_ANNOTATION = "claworc/restartedAt"
+#: A hash of the Secret's and ConfigMap's data on the pod template: Pods read envFrom and
+#: subPath files only when they start, so a key or config change must roll the Pod, and any
+#: later ensure must finish a roll an earlier one could not (the template still differs).
+CHECKSUM_ANNOTATION = "claworc/config-checksum"
+SEED_CONTAINER_NAME = "seed-volumes"
+#: Where the seed init container mounts each PVC, beside the image's own directory.
+SEED_MOUNT_ROOT = "/claworc-seed"
+#: Left in a volume's root once it has been seeded, so it is seeded once, never again.
+SEED_MARKER = ".claworc-seeded"
 CHROME_CONTAINER_PORT_NAME = "novnc-chrome"
 TERMINAL_CONTAINER_PORT_NAME = "novnc-term"
 CHROME_SERVICE_PORT_NAME = "chrome"
@@ -62,9 +73,18 @@ ERROR_WAITING_REASONS = frozenset({
     "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })
 PING_TIMEOUT = 5.0
+#: kube-apiserver's default --service-node-port-range.
+DEFAULT_NODE_PORT_RANGE = (30000, 32767)
 #: What the API server says when a Service asks for a NodePort another Service holds.
 _NODE_PORT_TAKEN_RE = re.compile(r"provided port is already allocated", re.IGNORECASE)
 _NODE_PORT_RE = re.compile(r"nodePort: Invalid value: (\d+)")
+
+
+def import_client() -> None:
+    """Import the client's API classes now (they load lazily, and slowly)."""
+    from kubernetes import client
+
+    client.CoreV1Api, client.AppsV1Api  # noqa: B018 - the attribute access is the import
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -94,6 +114,27 @@ def selector(name: str) -> dict[str, str]:
     return {LABEL_APP: name}
 
 
+# --- cluster options ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """What a real cluster may need beyond the spec (settings CLAWORC_K8S_*)."""
+
+    #: PVC storageClassName; "" = the cluster's default class.
+    storage_class: str = ""
+    #: Names of Secrets (type kubernetes.io/dockerconfigjson) in the namespace to pull with.
+    image_pull_secrets: tuple[str, ...] = ()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    #: Pod tolerations, in the API's JSON shape.
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    #: Copy the image's files into each new, empty PVC before the agent starts (as Docker does
+    #: for named volumes).
+    seed_volumes: bool = True
+
+
+DEFAULT_OPTIONS = ClusterOptions()
+
+
 # --- manifests (pure) --------------------------------------------------------------------------
 
 def _meta(name: str, instance: str, namespace: str) -> dict[str, Any]:
@@ -104,20 +145,24 @@ def config_json(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
 
 
-def build_pvcs(spec: InstanceSpec, *, namespace: str) -> list[dict[str, Any]]:
+def build_pvcs(spec: InstanceSpec, *, namespace: str,
+               options: ClusterOptions = DEFAULT_OPTIONS) -> list[dict[str, Any]]:
     """The four PVCs, in VOLUME_MOUNTS order, ReadWriteOnce, sized from the spec."""
-    return [
-        {
+    pvcs = []
+    for volume in VOLUME_MOUNTS:
+        pvc_spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": getattr(spec.storage, volume)}},
+        }
+        if options.storage_class:
+            pvc_spec["storageClassName"] = options.storage_class
+        pvcs.append({
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
             "metadata": _meta(pvc_name(spec.name, volume), spec.name, namespace),
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": getattr(spec.storage, volume)}},
-            },
-        }
-        for volume in VOLUME_MOUNTS
-    ]
+            "spec": pvc_spec,
+        })
+    return pvcs
 
 
 def build_secret(spec: InstanceSpec, *, namespace: str) -> dict[str, Any]:
@@ -140,10 +185,58 @@ def build_config_map(spec: InstanceSpec, *, namespace: str) -> dict[str, Any]:
     }
 
 
-def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1) -> dict[str, Any]:
+def config_checksum(spec: InstanceSpec) -> str:
+    """sha256 of the Secret's and ConfigMap's data as built: changes exactly when they do."""
+    data = {"secret": build_secret(spec, namespace="")["data"],
+            "configmap": build_config_map(spec, namespace="")["data"]}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def seed_script(pairs: Iterable[tuple[str, str]]) -> str:
+    """Shell that copies each image directory `src` into its volume `dst`, once.
+
+    Only a volume that is empty (a new filesystem's lost+found aside) is filled; the copy keeps
+    owners and modes, and the volume's root takes the directory's. A marker file then says it is
+    done, so files a person deletes later are not brought back.
+    """
+    lines = [
+        "set -e",
+        "seed() {",
+        f'  [ -e "$2/{SEED_MARKER}" ] && return 0',
+        '  if [ -d "$1" ] && [ -z "$(ls -A "$2" | grep -v \'^lost+found$\' || true)" ]; then',
+        '    cp -a "$1/." "$2/"',
+        '    chown "$(stat -c %u:%g "$1")" "$2"',
+        '    chmod "$(stat -c %a "$1")" "$2"',
+        "  fi",
+        f'  touch "$2/{SEED_MARKER}"',
+        "}",
+    ]
+    lines += [f"seed '{src}' '{dst}'" for src, dst in pairs]
+    return "\n".join(lines) + "\n"
+
+
+def _seed_container(spec: InstanceSpec, resources: dict[str, Any]) -> dict[str, Any]:
+    pairs = [(path, f"{SEED_MOUNT_ROOT}/{volume}") for volume, path in VOLUME_MOUNTS.items()]
+    return {
+        "name": SEED_CONTAINER_NAME,
+        "image": spec.image,
+        "command": ["/bin/sh", "-c", seed_script(pairs)],
+        "volumeMounts": [{"name": volume, "mountPath": f"{SEED_MOUNT_ROOT}/{volume}"}
+                         for volume in VOLUME_MOUNTS],
+        # Same as the agent's: a ResourceQuota or LimitRange then accepts it as it does the pod.
+        "resources": resources,
+    }
+
+
+def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1,
+                     options: ClusterOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """One privileged (per spec) agent container; Recreate, since RWO volumes cannot be shared."""
     name = spec.name
     resources = spec.resources
+    container_resources = {
+        "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+        "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+    }
     container = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -159,10 +252,7 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1) -
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT_PATH, "subPath": CONFIG_FILENAME,
              "readOnly": True},
         ],
-        "resources": {
-            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
-        },
+        "resources": container_resources,
         "securityContext": {"privileged": spec.privileged},
         # The agent boots an init system, then Chrome: give it time before restarting it.
         "livenessProbe": {
@@ -179,6 +269,21 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1) -
           for volume in VOLUME_MOUNTS),
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}},
     ]
+    pod_spec: dict[str, Any] = {
+        # Agents run privileged code and need no API access: without this, a Role ever bound
+        # to the namespace's default account would let every agent read every instance's keys.
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if options.seed_volumes:
+        pod_spec["initContainers"] = [_seed_container(spec, container_resources)]
+    if options.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in options.image_pull_secrets]
+    if options.node_selector:
+        pod_spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in options.tolerations]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -188,8 +293,9 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1) -
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector(name)},
             "template": {
-                "metadata": {"labels": labels(name)},
-                "spec": {"containers": [container], "volumes": volumes},
+                "metadata": {"labels": labels(name),
+                             "annotations": {CHECKSUM_ANNOTATION: config_checksum(spec)}},
+                "spec": pod_spec,
             },
         },
     }
@@ -275,6 +381,29 @@ def _storage_bytes(pvc: Mapping[str, Any]) -> int:
     return parse_bytes(pvc["spec"]["resources"]["requests"]["storage"])
 
 
+def check_resources(spec: InstanceSpec) -> None:
+    """FinalError, before anything is made, for what the API server would refuse."""
+    res = spec.resources
+    problems = []
+    for what, request, limit, parse in (("CPU", res.cpu_request, res.cpu_limit, parse_cpu),
+                                        ("memory", res.memory_request, res.memory_limit,
+                                         parse_bytes)):
+        try:
+            if parse(request) > parse(limit):
+                problems.append(f"the {what} request {request} is above its limit {limit}")
+        except ValueError as exc:
+            problems.append(f"{what}: {exc}")
+    for volume in VOLUME_MOUNTS:
+        size = getattr(spec.storage, volume)
+        try:
+            parse_bytes(size)
+        except ValueError:
+            problems.append(f"the {volume} volume size {size!r} is not a quantity")
+    if problems:
+        raise FinalError(f"Instance {spec.name} cannot run on Kubernetes: "
+                         + "; ".join(problems) + ".")
+
+
 # --- observing (pure) --------------------------------------------------------------------------
 
 def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -296,21 +425,44 @@ def _join(*parts: Any) -> str:
     return ": ".join(str(p) for p in parts if p)
 
 
-def observe_pod(name: str, pod: Mapping[str, Any]) -> Observed:
+def _memory_limit(pod: Mapping[str, Any]) -> str:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == CONTAINER_NAME:
+            return ((container.get("resources") or {}).get("limits") or {}).get("memory", "")
+    return ""
+
+
+def _oom_note(pod: Mapping[str, Any], *terminated: Mapping[str, Any] | None) -> str:
+    """Name an out-of-memory kill, which an exit code (137) alone does not say."""
+    if not any((t or {}).get("reason") == "OOMKilled" for t in terminated):
+        return ""
+    limit = _memory_limit(pod)
+    return (" The container was killed for running out of memory (OOMKilled"
+            + (f", memory limit {limit}" if limit else "")
+            + "): raise the instance's memory limit.")
+
+
+def observe_pod(name: str, pod: Mapping[str, Any],
+                events: Iterable[Mapping[str, Any]] = ()) -> Observed:
     """One Pod's state: Running and Ready → running; Pending or a waiting container → creating;
-    Failed/Unknown, CrashLoopBackOff (or another reason in ERROR_WAITING_REASONS) → error."""
+    Failed/Unknown, CrashLoopBackOff (or another reason in ERROR_WAITING_REASONS) → error.
+
+    `events` are the namespace's Warning events: the Pod's newest one explains a Pod that stays
+    Pending or creating (FailedScheduling, FailedMount…)."""
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     pod_name = (pod.get("metadata") or {}).get("name", "")
     container = _container_status(pod)
     state = container.get("state") or {}
-    last_exit = ((container.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+    last_terminated = (container.get("lastState") or {}).get("terminated") or {}
+    last_exit = last_terminated.get("exitCode")
+    oom = _oom_note(pod, last_terminated, state.get("terminated"))
 
     if phase in ("Failed", "Unknown"):
         terminated = state.get("terminated") or {}
         return Observed(name, Status.ERROR,
                         _join(f"pod {pod_name} {phase}", status.get("reason"),
-                              status.get("message") or terminated.get("message")),
+                              status.get("message") or terminated.get("message")) + oom,
                         exit_code=terminated.get("exitCode", last_exit))
     waiting = state.get("waiting")
     if waiting is not None:
@@ -319,25 +471,62 @@ def observe_pod(name: str, pod: Mapping[str, Any]) -> Observed:
             message = _join(reason, waiting.get("message"))
             if last_exit is not None:
                 message += f" (last exit code {last_exit})"
-            return Observed(name, Status.ERROR, message, exit_code=last_exit)
-        return Observed(name, Status.CREATING, _join(reason, waiting.get("message")))
+            return Observed(name, Status.ERROR, message + oom, exit_code=last_exit)
+        event = _newest_event(events, "Pod", lambda n: n == pod_name)
+        return Observed(name, Status.CREATING,
+                        _join(reason, waiting.get("message") or _event_text(event)))
     if phase == "Pending":
         scheduled = _condition(pod, "PodScheduled")
         if scheduled.get("status") == "False":
             return Observed(name, Status.CREATING,
                             _join("Pending", scheduled.get("reason"), scheduled.get("message")))
-        return Observed(name, Status.CREATING, f"pod {pod_name} Pending")
+        event = _newest_event(events, "Pod", lambda n: n == pod_name)
+        return Observed(name, Status.CREATING,
+                        _join(f"pod {pod_name} Pending", _event_text(event)))
     terminated = state.get("terminated")
     if terminated is not None:
         # Between a crash and the kubelet's next restart the container shows as terminated.
         return Observed(name, Status.ERROR,
                         _join("container exited", terminated.get("reason"),
                               terminated.get("message")) +
-                        f" (exit code {terminated.get('exitCode')})",
+                        f" (exit code {terminated.get('exitCode')})" + oom,
                         exit_code=terminated.get("exitCode"))
     if phase == "Running" and _condition(pod, "Ready").get("status") == "True":
         return Observed(name, Status.RUNNING, f"pod {pod_name} running")
     return Observed(name, Status.CREATING, f"pod {pod_name} {phase}, not ready yet")
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    return (event.get("lastTimestamp") or event.get("eventTime")
+            or (event.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _newest_event(events: Iterable[Mapping[str, Any]], kind: str,
+                  matches: Callable[[str], bool]) -> Mapping[str, Any] | None:
+    """The newest Warning event about an object of `kind` whose name `matches`."""
+    found = [e for e in events
+             if e.get("type") == "Warning"
+             and (e.get("involvedObject") or {}).get("kind") == kind
+             and matches((e.get("involvedObject") or {}).get("name") or "")]
+    return max(found, key=_event_time) if found else None
+
+
+def _event_text(event: Mapping[str, Any] | None) -> str:
+    return _join(event.get("reason"), event.get("message")) if event else ""
+
+
+def refusal_hint(message: str, namespace: str) -> str:
+    """What to do about the usual reasons a cluster refuses to create a Pod."""
+    if "PodSecurity" in message:
+        return (f" The namespace {namespace} must allow privileged pods: kubectl label "
+                f"namespace {namespace} pod-security.kubernetes.io/enforce=privileged "
+                "(or set CLAWORC_K8S_PRIVILEGED=false where the agent can run without it).")
+    if "exceeded quota" in message or "must specify" in message:
+        return (f" A ResourceQuota in namespace {namespace} refuses it: raise the quota, or "
+                "lower the instance's CPU/memory or stop another instance.")
+    if "admission webhook" in message:
+        return " An admission webhook refuses it: ask the cluster's administrators."
+    return ""
 
 
 def _live_first(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -348,9 +537,54 @@ def _live_first(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(pods, key=key, reverse=True)
 
 
+def _deployment_condition(deployment: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def refused(name: str, deployment: Mapping[str, Any],
+            events: Iterable[Mapping[str, Any]] = (), *, namespace: str = "") -> str:
+    """Why the cluster will not create the Deployment's Pod, or "" when nothing says so.
+
+    Admission refusals (Pod Security, a ResourceQuota, a webhook) never make a Pod: the
+    ReplicaSet's ReplicaFailure condition (which the Deployment copies) and its FailedCreate
+    events are the only trace. A rollout past its deadline says so on the Deployment.
+    """
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure.get("status") == "True" and failure.get("message"):
+        message = failure["message"]
+    else:
+        # ReplicaSets are named <deployment>-<pod-template-hash>.
+        event = _newest_event(events, "ReplicaSet",
+                              lambda n: n.startswith(f"{name}-") and "-" not in n[len(name) + 1:])
+        if event is not None and event.get("reason") == "FailedCreate":
+            message = event.get("message") or ""
+        else:
+            progressing = _deployment_condition(deployment, "Progressing")
+            if progressing.get("reason") != "ProgressDeadlineExceeded":
+                return ""
+            message = progressing.get("message") or "ProgressDeadlineExceeded"
+    message = message.removeprefix("Error creating: ")
+    return (f"Kubernetes refused to create the pod: {message}."
+            + refusal_hint(message, namespace or "of the instance"))
+
+
+def needs_events(deployment: Mapping[str, Any] | None,
+                 pods: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a running-wanted instance has no ready Pod, so its Warning events may say why."""
+    if deployment is None or (deployment.get("spec") or {}).get("replicas", 1) == 0:
+        return False
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return not live or observe_pod("", live[0]).status is Status.CREATING
+
+
 def observe(name: str, deployment: Mapping[str, Any] | None,
-            pods: Iterable[Mapping[str, Any]]) -> Observed:
-    """The instance's state from its Deployment (None when missing) and its Pods."""
+            pods: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]] = (), *,
+            namespace: str = "") -> Observed:
+    """The instance's state from its Deployment (None when missing), its Pods and the
+    namespace's Warning events (only read when there is no ready Pod; see needs_events)."""
     if deployment is None:
         return Observed(name, Status.STOPPED, "no Deployment", exists=False)
     replicas = (deployment.get("spec") or {}).get("replicas", 1)
@@ -362,8 +596,11 @@ def observe(name: str, deployment: Mapping[str, Any] | None,
         return Observed(name, Status.STOPPED, message)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not live:
+        reason = refused(name, deployment, events, namespace=namespace)
+        if reason:
+            return Observed(name, Status.ERROR, reason)
         return Observed(name, Status.CREATING, "waiting for the Deployment to create a pod")
-    return observe_pod(name, live[0])
+    return observe_pod(name, live[0], events)
 
 
 def pods_of(name: str, pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -429,8 +666,10 @@ class Refused:
 class _Kind:
     """How to read, create, patch and delete one kind of object with the client."""
 
-    def __init__(self, label: str, api: Any, suffix: str):
+    def __init__(self, label: str, api: Any = None, suffix: str = ""):
         self.label = label
+        if api is None:
+            return
         self.read: Callable = getattr(api, f"read_namespaced_{suffix}")
         self.create: Callable = getattr(api, f"create_namespaced_{suffix}")
         self.patch: Callable = getattr(api, f"patch_namespaced_{suffix}")
@@ -445,7 +684,9 @@ class KubernetesOrchestrator(Orchestrator):
 
     def __init__(self, *, api_client, namespace: str, privileged: bool = True,
                  timeout: float = 10, desktop_access: str = DesktopAccess.PORTS,
-                 node_host: str = "127.0.0.1"):
+                 node_host: str = "127.0.0.1", options: ClusterOptions = DEFAULT_OPTIONS,
+                 port_range: tuple[int, int] | None = None,
+                 node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE):
         from kubernetes import client
 
         self.api_client = api_client
@@ -454,6 +695,9 @@ class KubernetesOrchestrator(Orchestrator):
         self.desktop_access = DesktopAccess(desktop_access)
         self.node_host = node_host
         self.timeout = timeout
+        self.options = options
+        self.port_range = port_range
+        self.node_port_range = node_port_range
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
         self._core = core
@@ -463,6 +707,8 @@ class KubernetesOrchestrator(Orchestrator):
         self._service = _Kind("Service", core, "service")
         self._deployment = _Kind("Deployment", apps, "deployment")
         self._pod = _Kind("Pod", core, "pod")
+        self._event = _Kind("Event", core, "event")
+        self._namespace = _Kind("Namespace")  # read only (read_namespace), for ping
 
     @classmethod
     def from_settings(cls) -> KubernetesOrchestrator:
@@ -489,7 +735,15 @@ class KubernetesOrchestrator(Orchestrator):
                    namespace=settings.CLAWORC_K8S_NAMESPACE,
                    privileged=settings.CLAWORC_K8S_PRIVILEGED,
                    desktop_access=getattr(settings, "CLAWORC_DESKTOP_ACCESS", "ports"),
-                   node_host=settings.CLAWORC_NODE_IP)
+                   node_host=settings.CLAWORC_NODE_IP,
+                   options=ClusterOptions(
+                       storage_class=settings.CLAWORC_K8S_STORAGE_CLASS,
+                       image_pull_secrets=tuple(settings.CLAWORC_K8S_IMAGE_PULL_SECRETS),
+                       node_selector=dict(settings.CLAWORC_K8S_NODE_SELECTOR),
+                       tolerations=tuple(settings.CLAWORC_K8S_TOLERATIONS),
+                       seed_volumes=settings.CLAWORC_K8S_SEED_VOLUMES),
+                   port_range=(settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END),
+                   node_port_range=tuple(settings.CLAWORC_K8S_NODE_PORT_RANGE))
 
     # --- calling the API -----------------------------------------------------------------------
     def _call(self, verb: str, kind: _Kind, name: str, fn: Callable, *args,
@@ -541,11 +795,14 @@ class KubernetesOrchestrator(Orchestrator):
             return TransientError(message + "; retrying later")
         if status == 422 and ports and _NODE_PORT_TAKEN_RE.search(detail):
             return self._port_conflict(detail, ports)
-        if status in (401, 403):
-            message += ("; give the account Claworc uses get/list/create/patch/delete on "
-                        "deployments, pods, pods/log, services, secrets, configmaps and "
-                        f"persistentvolumeclaims in namespace {self.namespace}")
-        return FinalError(message)
+        if status in (401, 403) and " cannot " in detail or status == 401:
+            message += ("; give the account Claworc uses the Role in deploy/rbac.yaml "
+                        "(get/list/create/patch/delete on deployments, services, secrets, "
+                        "configmaps and persistentvolumeclaims, get/list on pods, pods/log and "
+                        f"events, get on namespaces) in namespace {self.namespace}")
+        error = FinalError(message)
+        error.http_status = status
+        return error
 
     def _port_conflict(self, detail: str, ports: tuple[int, int]) -> PortConflict:
         taken = [int(p) for p in _NODE_PORT_RE.findall(detail) if int(p) in ports]
@@ -614,6 +871,12 @@ class KubernetesOrchestrator(Orchestrator):
                 log.info("created %s %s for instance %s", kind.label, name,
                          desired["metadata"]["labels"][LABEL_INSTANCE])
                 return "created"
+            if (existing.get("metadata") or {}).get("deletionTimestamp"):
+                # Recreating on top of a dying object (a PVC of a purge, say) would attach the
+                # new Pod to it: wait until the deletion has finished.
+                raise TransientError(
+                    f"{kind.label} {name} is still being deleted (Terminating); it is created "
+                    "again once the deletion has finished, retrying later")
             change = diff(existing, desired)
             if change is None:
                 return "unchanged"
@@ -638,7 +901,8 @@ class KubernetesOrchestrator(Orchestrator):
             body["data"] = data
         return (body, False) if body else None
 
-    def _diff_pvc(self, existing: dict, desired: dict):
+    def _diff_pvc(self, existing: dict, desired: dict, grow: list | None = None):
+        """Labels only; a bigger size is noted in `grow` and asked for apart (_grow_pvc)."""
         name = desired["metadata"]["name"]
         try:
             have = _storage_bytes(existing)
@@ -648,11 +912,34 @@ class KubernetesOrchestrator(Orchestrator):
         if have is not None and want < have:
             # A PVC cannot shrink: keep the data and say so.
             log.warning("PVC %s is larger than the instance asks for; keeping its size", name)
+        if have is not None and want > have and grow is not None:
+            grow.append((name, existing["spec"]["resources"]["requests"]["storage"],
+                         desired["spec"]["resources"]["requests"]["storage"]))
         body = self._labels_patch(existing, desired)
-        if have is not None and want > have:
-            body["spec"] = {"resources": {"requests": {
-                "storage": desired["spec"]["resources"]["requests"]["storage"]}}}
         return (body, False) if body else None
+
+    def _grow_pvc(self, instance: str, name: str, have: str, want: str) -> str:
+        """Ask for a bigger PVC; "" when accepted, a note for people when the cluster refuses.
+
+        A storage class without allowVolumeExpansion answers 403, an unbound claim 422: the
+        instance keeps running on its current size, and the note says so.
+        """
+        try:
+            self._patch(self._pvc, name,
+                        {"spec": {"resources": {"requests": {"storage": want}}}})
+        except FinalError as exc:
+            status = getattr(exc, "http_status", None)
+            if status not in (403, 422):
+                raise
+            detail = str(exc).split(f"namespace {self.namespace}: ", 1)[-1]
+            log.warning("cannot grow PVC %s of instance %s to %s: %s", name, instance, want,
+                        detail)
+            return (f"Volume {name} stays at {have}: Kubernetes refused to grow it to {want} "
+                    f"({status}: {detail}). The instance runs on the current size; use a "
+                    "storage class with allowVolumeExpansion: true (and a bound claim), or set "
+                    f"the size back to {have}.")
+        log.info("asked to grow PVC %s of instance %s to %s", name, instance, want)
+        return ""
 
     def _diff_spec(self, existing: dict, desired: dict, immutable: Iterable[str] = ()):
         spec = {k: v for k, v in desired["spec"].items() if k not in immutable}
@@ -677,32 +964,73 @@ class KubernetesOrchestrator(Orchestrator):
 
     # --- operations ----------------------------------------------------------------------------
     def ping(self) -> str:
+        """Read the namespace itself: a namespaced list answers 200 (empty) for a namespace
+        that does not exist, which would make detection pick a cluster that cannot run us."""
         host = self.api_client.configuration.host
-        self._call("list", self._config_map, "(ping)", self._core.list_namespaced_config_map,
-                   self.namespace, limit=1, expect=(),
-                   _request_timeout=min(self.timeout, PING_TIMEOUT))
-        return f"API ok at {host}, namespace {self.namespace}"
+        ns = self.namespace
+        found = self._call("read", self._namespace, ns, self._core.read_namespace, ns,
+                           expect=(403, 404), _request_timeout=min(self.timeout, PING_TIMEOUT))
+        if found == Refused(404):
+            raise FinalError(
+                f"namespace {ns} does not exist at {host}: create it (kubectl create namespace "
+                f"{ns}; kubectl label namespace {ns} pod-security.kubernetes.io/enforce="
+                "privileged, or apply deploy/namespace.yaml) or set CLAWORC_K8S_NAMESPACE")
+        if found == Refused(403):
+            raise FinalError(
+                f"namespace {ns} at {host} is not readable by this account: give it get on "
+                f"namespaces in namespace {ns} (the Role in deploy/rbac.yaml)")
+        phase = (found.get("status") or {}).get("phase")
+        if phase == "Terminating":
+            raise FinalError(f"namespace {ns} at {host} is being deleted (Terminating)")
+        answer = f"API ok at {host}, namespace {ns}"
+        warning = self.port_range_warning()
+        if warning:
+            log.warning("%s", warning)
+            answer += f"; warning: {warning}"
+        return answer
+
+    def port_range_warning(self) -> str:
+        """Why the port range cannot work as NodePorts, or "" (from settings alone)."""
+        if self.port_range is None:
+            return ""
+        (start, end), (low, high) = self.port_range, self.node_port_range
+        if low <= start and end <= high:
+            return ""
+        return (f"CLAWORC_PORT_START-CLAWORC_PORT_END ({start}-{end}) lies outside the "
+                f"cluster's NodePort range ({low}-{high}, CLAWORC_K8S_NODE_PORT_RANGE): the API "
+                "server will refuse those Services")
 
     def _converge(self, spec: InstanceSpec, *, restart: bool) -> Observed:
+        check_resources(spec)
         secrets = _secret_forms(spec)
-        ns = self.namespace
-        for pvc in build_pvcs(spec, namespace=ns):
-            self._apply(self._pvc, pvc, self._diff_pvc)
-        keys = self._apply(self._secret, build_secret(spec, namespace=ns), self._diff_data,
-                           secrets=secrets)
-        config = self._apply(self._config_map, build_config_map(spec, namespace=ns),
-                             self._diff_data)
+        ns, options = self.namespace, self.options
+        grow: list[tuple[str, str, str]] = []
+        for pvc in build_pvcs(spec, namespace=ns, options=options):
+            self._apply(self._pvc, pvc, lambda old, new: self._diff_pvc(old, new, grow))
+        notes = [self._grow_pvc(spec.name, *pvc) for pvc in grow]
+        self._apply(self._secret, build_secret(spec, namespace=ns), self._diff_data,
+                    secrets=secrets)
+        self._apply(self._config_map, build_config_map(spec, namespace=ns), self._diff_data)
         # The Service before the Deployment: a NodePort taken elsewhere fails before any Pod.
         self._apply(self._service, build_service(spec, namespace=ns,
                                                    desktop_access=self.desktop_access),
                     self._diff_service, ports=(spec.port_chrome, spec.port_terminal))
-        workload = self._apply(self._deployment, build_deployment(spec, namespace=ns),
+        # A changed key or config changes the template's checksum annotation, which rolls the
+        # Pod; an ensure interrupted after the Secret and before this patch is finished by the
+        # next one, since the template still differs.
+        workload = self._apply(self._deployment,
+                               build_deployment(spec, namespace=ns, options=options),
                                self._diff_deployment)
-        # Pods read envFrom and subPath mounts only when they start.
-        if workload != "created" and (restart or "patched" in (keys, config)):
+        if workload != "created" and restart:
             self._patch(self._deployment, spec.name, restart_patch(), merge=True)
-            log.info("restarting instance %s to apply its keys and config", spec.name)
-        return self.status(spec.name)
+            log.info("restarting instance %s", spec.name)
+        observed = self.status(spec.name)
+        notes = [n for n in notes if n]
+        if notes:
+            observed = dataclasses.replace(
+                observed, message=_join(observed.message, " ".join(notes)),
+                notes=(*observed.notes, *notes))
+        return observed
 
     def ensure(self, spec: InstanceSpec) -> Observed:
         return self._converge(spec, restart=False)
@@ -740,8 +1068,11 @@ class KubernetesOrchestrator(Orchestrator):
         if purge_volumes:
             kinds += [(self._pvc, pvc_name(name, volume)) for volume in VOLUME_MOUNTS]
         # Read all first: an object of that name that is not ours stops it before any delete.
-        present = [(kind, object_name) for kind, object_name in kinds
-                   if self._read(kind, object_name) is not None]
+        found = [(kind, object_name, self._read(kind, object_name))
+                 for kind, object_name in kinds]
+        # One already Terminating is on its way: deleting it again changes nothing.
+        present = [(kind, object_name) for kind, object_name, obj in found
+                   if obj is not None and not obj["metadata"].get("deletionTimestamp")]
         for kind, object_name in present:
             if self._delete(kind, object_name):
                 log.info("deleted %s %s of instance %s", kind.label, object_name, name)
@@ -756,16 +1087,27 @@ class KubernetesOrchestrator(Orchestrator):
             return Observed(name, Status.ERROR, str(exc))
         if deployment is None:
             return observe(name, None, [])
-        observed = observe(name, deployment, self._pods(name))
+        pods = self._pods(name)
+        events = self._warnings() if needs_events(deployment, pods) else []
+        observed = observe(name, deployment, pods, events, namespace=self.namespace)
         if observed.status is Status.ERROR:
             tail = self._log_tail(name, 20, previous=observed.exit_code is not None)
             if tail:
-                observed = Observed(observed.name, observed.status, observed.message,
-                                    exit_code=observed.exit_code, log_tail=tail)
+                observed = dataclasses.replace(observed, log_tail=tail)
         return observed
 
+    def _warnings(self) -> list[dict]:
+        """The namespace's Warning events (one call); none when the account may not list them."""
+        listed = self._call("list", self._event, "(warnings)", self._event.list, self.namespace,
+                            field_selector="type=Warning", expect=(403,))
+        if isinstance(listed, Refused):
+            return []
+        # The server may ignore the field selector: filter here too.
+        return [e for e in listed.get("items") or [] if e.get("type") == "Warning"]
+
     def status_all(self) -> dict[str, Observed]:
-        """Two list calls, Deployments then Pods, both by the managed-by label.
+        """Two list calls, Deployments then Pods, both by the managed-by label; a third, the
+        namespace's Warning events, only when an instance has no ready Pod (to say why).
 
         Pods alone cannot tell a stopped instance (scaled to 0, no Pods) from none at all.
         """
@@ -775,11 +1117,13 @@ class KubernetesOrchestrator(Orchestrator):
         by_instance: dict[str, list[dict]] = {}
         for pod in pods:
             by_instance.setdefault(pod["metadata"]["labels"][LABEL_INSTANCE], []).append(pod)
-        result = {}
-        for deployment in deployments:
-            name = deployment["metadata"]["labels"][LABEL_INSTANCE]
-            result[name] = observe(name, deployment, by_instance.get(name, []))
-        return result
+        named = [(d["metadata"]["labels"][LABEL_INSTANCE], d) for d in deployments]
+        events = []
+        if any(needs_events(d, by_instance.get(name, [])) for name, d in named):
+            events = self._warnings()
+        return {name: observe(name, deployment, by_instance.get(name, []), events,
+                              namespace=self.namespace)
+                for name, deployment in named}
 
     def volumes_all(self) -> dict[str, list[str]]:
         """Every PVC labeled managed-by=claworc, by instance, from ONE list call."""

@@ -150,8 +150,11 @@ def _factory(name: str) -> Callable[[], Orchestrator]:
 
         return DockerOrchestrator.from_settings
     if name == KUBERNETES:
-        from .kubernetes import KubernetesOrchestrator
+        from .kubernetes import KubernetesOrchestrator, import_client
 
+        # The client's API modules take seconds to import on a loaded machine: load them here,
+        # outside the probe's deadline, which is meant for the network.
+        import_client()
         return KubernetesOrchestrator.from_settings
     raise ValueError(f"unknown orchestrator backend {name!r}")
 
@@ -161,6 +164,8 @@ _FINGERPRINT_SETTINGS = (
     "CLAWORC_DOCKER_PRIVILEGED",
     "CLAWORC_DOCKER_INIT", "CLAWORC_K8S_NAMESPACE", "CLAWORC_K8S_PRIVILEGED", "CLAWORC_NODE_IP",
     "CLAWORC_DESKTOP_ACCESS", "CLAWORC_DOCKER_NETWORK", "CLAWORC_DESKTOP_UPSTREAM_HOST",
+    "CLAWORC_K8S_STORAGE_CLASS", "CLAWORC_K8S_SEED_VOLUMES", "CLAWORC_PORT_START",
+    "CLAWORC_PORT_END",
 )
 _FINGERPRINT_ENV = ("DOCKER_HOST", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")
 

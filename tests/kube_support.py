@@ -15,6 +15,10 @@ API
                                   `KUBECONFIG=path` makes `kubernetes.config.load_kube_config()`
                                   (and backend detection) find this server
     .controller                   a `DeploymentController` on .namespace
+    .add_namespace(name, *, labels=None, phase="Active") / .remove_namespace(name)
+                                  what GET /api/v1/namespaces/<name> answers (kmock has no
+                                  Namespaces; .namespace exists from the start; a missing one
+                                  answers 404 with kube-apiserver's exact body)
     .set_logs(pod, text)          what GET …/pods/<pod>/log answers (404 until set; honours
                                   tailLines)
     .inject(method, path_part, status=500, *, message="injected", reason=None, details=None,
@@ -42,6 +46,8 @@ API
           creating     Pending, container waiting "ContainerCreating"
           pending      Pending, not scheduled ("Unschedulable")
           crashloop    Running, container waiting "CrashLoopBackOff", last exit `exit_code`
+          oomkilled    as crashloop, the last run killed by the kernel's OOM killer
+                       (reason "OOMKilled", exit code 137), as the kubelet reports it
           image_pull   Pending, container waiting "ImagePullBackOff"
           failed       Failed (reason `reason` or "Evicted")
           unknown      Unknown (node lost)
@@ -76,8 +82,8 @@ import pytest
 
 LABEL_INSTANCE = "claworc.instance"
 POD_TEMPLATE_HASH = "pod-template-hash"
-STATES = ("running", "starting", "creating", "pending", "crashloop", "image_pull", "failed",
-          "unknown")
+STATES = ("running", "starting", "creating", "pending", "crashloop", "oomkilled", "image_pull",
+          "failed", "unknown")
 
 
 def _now() -> str:
@@ -97,6 +103,7 @@ def _make_emulator_class():
             self.injections: list[dict] = []
             self.log: list[tuple[str, str, dict]] = []
             self._versions = itertools.count(1)
+            self.namespaces: dict[str, dict] = {}
 
         async def _handle(self, request):
             # kmock re-filters its whole request history on every request (quadratic): keep
@@ -118,6 +125,17 @@ def _make_emulator_class():
                             status=rule["status"], reason=rule["reason"] or "Injected",
                             message=rule["message"], details=rule["details"])
                     break
+            parts = request.url.path.strip("/").split("/")
+            if (request.method == kmock.method.GET and len(parts) == 4
+                    and parts[:3] == ["api", "v1", "namespaces"]):
+                # kmock has no Namespaces: answer reads as kube-apiserver does.
+                namespace = self.namespaces.get(parts[3])
+                if namespace is None:
+                    raise kmock.KubernetesError(
+                        status=404, reason="NotFound",
+                        message=f'namespaces "{parts[3]}" not found',
+                        details={"name": parts[3], "kind": "namespaces"})
+                return aiohttp.web.json_response(namespace)
             if request.subresource == "log" and request.method == kmock.method.GET:
                 text = self.pod_logs.get(request.name)
                 if text is None:
@@ -202,6 +220,7 @@ class KubeEmulator:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 emulator.resources.load_bundled()
             self.emulator = emulator
+            self.add_namespace(self.namespace)
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stopping.wait()
@@ -239,6 +258,23 @@ class KubeEmulator:
         if self._controller is None:
             self._controller = DeploymentController(self.api_client(), self.namespace)
         return self._controller
+
+    # --- namespaces --------------------------------------------------------------------------
+    def add_namespace(self, name: str, *, labels: dict | None = None,
+                      phase: str = "Active") -> dict:
+        """Make GET /api/v1/namespaces/<name> answer (the test namespace exists from start)."""
+        namespace = {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                         "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": phase},
+        }
+        self.emulator.namespaces[name] = namespace
+        return namespace
+
+    def remove_namespace(self, name: str) -> None:
+        self.emulator.namespaces.pop(name, None)
 
     # --- inspection --------------------------------------------------------------------------
     def set_logs(self, pod: str, text: str) -> None:
@@ -369,6 +405,11 @@ class DeploymentController:
                         "reason": reason or "ImagePullBackOff",
                         "message": message or f'Back-off pulling image "{container["image"]}"',
                     }}}]}
+        if state == "oomkilled":
+            state, reason, exit_code = "crashloop", reason or "CrashLoopBackOff", 137
+            last_reason = "OOMKilled"
+        else:
+            last_reason = "Error"
         if state == "crashloop":
             return {"phase": "Running", "conditions": conditions(False), "startTime": now,
                     "containerStatuses": [base | {
@@ -376,7 +417,7 @@ class DeploymentController:
                         "state": {"waiting": {
                             "reason": reason or "CrashLoopBackOff",
                             "message": message or "back-off 1m20s restarting failed container"}},
-                        "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error",
+                        "lastState": {"terminated": {"exitCode": exit_code, "reason": last_reason,
                                                      "finishedAt": now}},
                     }]}
         if state == "failed":

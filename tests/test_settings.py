@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -130,3 +131,29 @@ def test_persistent_connections_are_health_checked():
 
     assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 60
     assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
+
+
+def test_kubernetes_cluster_settings_are_parsed_and_checked():
+    import environ
+    from django.core.exceptions import ImproperlyConfigured
+
+    from claworc_site.config import env_json_list, env_labels, env_list, node_port_range
+
+    env = environ.Env()
+    values = {
+        "L": " regcred, ,other ", "S": "disk=ssd, zone = a", "BAD_S": "disk",
+        "T": '[{"key": "agents", "operator": "Exists"}]', "BAD_T": '{"key": 1}',
+        "CLAWORC_K8S_NODE_PORT_RANGE": "20000-40000",
+    }
+    with mock.patch.dict(os.environ, values):
+        assert env_list(env, "L") == ["regcred", "other"]
+        assert env_labels(env, "S") == {"disk": "ssd", "zone": "a"}
+        assert env_json_list(env, "T") == [{"key": "agents", "operator": "Exists"}]
+        assert node_port_range(env) == (20000, 40000)
+        with pytest.raises(ImproperlyConfigured, match="BAD_S must be key=value pairs"):
+            env_labels(env, "BAD_S")
+        with pytest.raises(ImproperlyConfigured, match="BAD_T must be a JSON list of objects"):
+            env_json_list(env, "BAD_T")
+    with mock.patch.dict(os.environ, {"CLAWORC_K8S_NODE_PORT_RANGE": "32767"}):
+        with pytest.raises(ImproperlyConfigured, match="CLAWORC_K8S_NODE_PORT_RANGE"):
+            node_port_range(env)

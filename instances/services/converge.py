@@ -62,6 +62,12 @@ def _status_write(*, pk: int, status: str, message: str, now: datetime | None = 
 
 def _observed_fields(observed: Observed) -> tuple[str, str]:
     """Status and a stable message: a backend's "Up 3 minutes" would change at every look."""
+    status, message = _observed_base_fields(observed)
+    notes = " ".join(n for n in observed.notes if n not in message)
+    return status, " ".join(part for part in (message, notes) if part)
+
+
+def _observed_base_fields(observed: Observed) -> tuple[str, str]:
     code = observed.exit_code
     if observed.status == ObservedStatus.RUNNING:
         return str(observed.status), ""

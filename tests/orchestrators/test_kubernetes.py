@@ -113,6 +113,8 @@ def test_objects_of_that_name_not_ours_are_left_alone(kube_api, orch):
 def test_ensure_applies_changes_and_restarts_for_keys_and_config(kube_api, orch):
     orch.ensure(make_spec())
     [first] = kube_api.controller.settle("bot-k8s")
+    checksum = kube_api.stored("apps/v1/deployments", "bot-k8s")["spec"]["template"][
+        "metadata"]["annotations"]["claworc/config-checksum"]
     changed = make_spec(image="agent:2", port_chrome=30102, port_terminal=30103,
                         env={"OTHER_KEY": "v2"}, config={"model": "other"})
     orch.ensure(changed)
@@ -124,7 +126,8 @@ def test_ensure_applies_changes_and_restarts_for_keys_and_config(kube_api, orch)
     dep = kube_api.stored("apps/v1/deployments", "bot-k8s")
     template = dep["spec"]["template"]
     assert template["spec"]["containers"][0]["image"] == "agent:2"
-    assert "claworc/restartedAt" in template["metadata"]["annotations"]
+    # The Pod reads keys and config only when it starts: the template's checksum rolls it.
+    assert template["metadata"]["annotations"]["claworc/config-checksum"] != checksum
     [second] = kube_api.controller.settle("bot-k8s")
     assert second["metadata"]["name"] != first["metadata"]["name"]
     assert orch.status("bot-k8s").status is Status.RUNNING
@@ -338,7 +341,8 @@ def test_refusals_are_final_with_what_to_do(kube_api, orch):
     with pytest.raises(FinalError) as err:
         orch.ensure(make_spec())
     assert "403" in str(err.value) and "forbidden" in str(err.value)
-    assert "persistentvolumeclaims in namespace claworc" in str(err.value)
+    assert "the Role in deploy/rbac.yaml" in str(err.value)
+    assert str(err.value).endswith("in namespace claworc")
     assert kube_api.stored("apps/v1/deployments", "bot-k8s") is None
 
 
@@ -436,14 +440,14 @@ def test_slow_api_times_out_as_transient(kube_api):
 
 # --- ping and configuration --------------------------------------------------------------------
 
-def test_ping_lists_one_configmap_in_the_namespace(kube_api, orch):
+def test_ping_reads_the_namespace_itself(kube_api, orch):
     assert orch.ping() == f"API ok at {kube_api.url}, namespace claworc"
-    method, path, query = kube_api.requests()[-1]
-    assert (method, path, query["limit"]) == ("GET", "/api/v1/namespaces/claworc/configmaps", "1")
+    method, path, _ = kube_api.requests()[-1]
+    assert (method, path) == ("GET", "/api/v1/namespaces/claworc")
 
 
 def test_ping_failure_is_transient(kube_api, orch):
-    kube_api.inject("GET", "/configmaps", 500)
+    kube_api.inject("GET", "/namespaces/claworc", 500)
     with pytest.raises(TransientError):
         orch.ping()
 
@@ -468,6 +472,7 @@ def test_from_settings_reads_kubeconfig_and_settings(no_cluster_env, kube_api, m
     path = kube_api.write_kubeconfig(no_cluster_env / "kubeconfig")
     monkeypatch.setenv("KUBECONFIG", str(path))
     settings.CLAWORC_K8S_NAMESPACE = "team-a"
+    kube_api.add_namespace("team-a")
     settings.CLAWORC_K8S_PRIVILEGED = False
     before = len(kube_api.requests())
     orch = KubernetesOrchestrator.from_settings()

@@ -79,7 +79,8 @@ def test_deployment_metadata_strategy_and_replicas(spec):
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert dep["spec"]["selector"] == {"matchLabels": {"app": "bot-mybot"}}
     template = dep["spec"]["template"]
-    assert template["metadata"] == {"labels": LABELS}
+    assert template["metadata"] == {"labels": LABELS, "annotations": {
+        "claworc/config-checksum": k8s.config_checksum(spec)}}
     # The selector must select the template's pods.
     assert dep["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
 
@@ -193,3 +194,53 @@ def test_data_patch_changes_and_removes_keys():
     assert k8s.data_patch({"A": "1"}, {"A": "1"}) is None
     assert k8s.data_patch({"A": "1", "B": "2"}, {"A": "9"}) == {"A": "9", "B": None}
     assert k8s.data_patch({}, {"A": "1"}) == {"A": "1"}
+
+
+def test_agent_pods_get_no_service_account_token(spec):
+    pod = k8s.build_deployment(spec, namespace="claworc")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_checksum_follows_the_secret_and_config_data_only(spec):
+    from dataclasses import replace
+
+    same = k8s.config_checksum(spec)
+    assert k8s.config_checksum(replace(spec, image="other:2")) == same
+    assert k8s.config_checksum(replace(spec, env={"ANTHROPIC_API_KEY": "sk-2"})) != same
+    assert k8s.config_checksum(replace(spec, config={"theme": "light"})) != same
+    assert "sk-ant-secret" not in same
+
+
+def test_seed_init_container_mounts_each_volume_beside_the_image_directory(spec):
+    pod = k8s.build_deployment(spec, namespace="claworc")["spec"]["template"]["spec"]
+    [seed] = pod["initContainers"]
+    assert seed["name"] == "seed-volumes" and seed["image"] == spec.image
+    assert seed["volumeMounts"] == [
+        {"name": v, "mountPath": f"/claworc-seed/{v}"}
+        for v in ("clawdbot", "homebrew", "clawd", "chrome")]
+    script = seed["command"][2]
+    assert seed["command"][:2] == ["/bin/sh", "-c"]
+    assert "seed '/home/linuxbrew/.linuxbrew' '/claworc-seed/homebrew'" in script
+    assert seed["resources"] == pod["containers"][0]["resources"]
+    assert "securityContext" not in seed  # copying needs no privileges
+    off = k8s.ClusterOptions(seed_volumes=False)
+    pod = k8s.build_deployment(spec, namespace="claworc", options=off)["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+
+
+def test_cluster_options(spec):
+    options = k8s.ClusterOptions(
+        storage_class="fast-ssd", image_pull_secrets=("regcred", "other"),
+        node_selector={"claworc.io/agents": "true"},
+        tolerations=({"key": "agents", "operator": "Equal", "value": "yes",
+                      "effect": "NoSchedule"},))
+    for pvc in k8s.build_pvcs(spec, namespace="claworc", options=options):
+        assert pvc["spec"]["storageClassName"] == "fast-ssd"
+    pod = k8s.build_deployment(spec, namespace="claworc", options=options)["spec"]["template"][
+        "spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+    assert pod["nodeSelector"] == {"claworc.io/agents": "true"}
+    assert pod["tolerations"] == [{"key": "agents", "operator": "Equal", "value": "yes",
+                                   "effect": "NoSchedule"}]
+    plain = k8s.build_deployment(spec, namespace="claworc")["spec"]["template"]["spec"]
+    assert not {"imagePullSecrets", "nodeSelector", "tolerations"} & set(plain)
