@@ -162,6 +162,9 @@ def _update(rollout: Rollout) -> str:
     batch = min(s.batch for s in steps)
     current = [s for s in steps if s.batch == batch]
     updating = [s for s in current if s.state == RolloutStep.State.UPDATING]
+    if not updating and any(s.state == RolloutStep.State.FAILED for s in current):
+        # A failure was seen while the rest of its batch finished: stop now.
+        return _fail(rollout, rollout.message.replace("Stopping at", "Stopped at", 1))
     if not updating:
         # Start this batch: the recreate is the converge's, pull-first included (a no-op here).
         for s in current:
@@ -179,6 +182,7 @@ def _update(rollout: Rollout) -> str:
         _enqueue_advance(rollout.pk, countdown=POLL_SECONDS)
         return "updating"
     failed: list[tuple[RolloutStep, str]] = []
+    still: list[RolloutStep] = []
     for s in updating:
         instance = s.instance
         if instance is None:
@@ -194,21 +198,27 @@ def _update(rollout: Rollout) -> str:
         if finished:
             RolloutStep.objects.filter(pk=s.pk).update(state=RolloutStep.State.DONE,
                                                        message="Runs the new digest.")
+        else:
+            still.append(s)
     if failed:
         for s, why in failed:
             RolloutStep.objects.filter(pk=s.pk).update(state=RolloutStep.State.FAILED,
                                                        message=why)
         first, why = failed[0]
-        return _fail(rollout, f"Stopped at batch {batch + 1}: {first.instance_name} failed: "
-                              f"{why} The batches after it were not touched.")
+        text = (f"Stopped at batch {batch + 1}: {first.instance_name} failed: {why} The batches "
+                "after it were not touched.")
+        if not still:
+            return _fail(rollout, text)
+        # The rest of the batch is being recreated already: let it finish, so the page says
+        # truly what each instance runs, then stop.
+        rollout.message = text.replace("Stopped at", "Stopping at", 1)
+        rollout.save(update_fields=["message"])
     waited = (timezone.now() - (rollout.batch_started_at or timezone.now())).total_seconds()
-    if waited > settings.CLAWORC_CREATING_TIMEOUT:
-        late = [s.instance_name for s in updating
-                if RolloutStep.objects.get(pk=s.pk).state == RolloutStep.State.UPDATING]
-        if late:
-            return _fail(rollout, f"Stopped at batch {batch + 1}: {', '.join(late)} did not run "
-                                  f"the new image within {settings.CLAWORC_CREATING_TIMEOUT} s "
-                                  "(CLAWORC_CREATING_TIMEOUT).")
+    if still and waited > settings.CLAWORC_CREATING_TIMEOUT:
+        late = ", ".join(s.instance_name for s in still)
+        return _fail(rollout, f"Stopped at batch {batch + 1}: {late} did not run the new image "
+                              f"within {settings.CLAWORC_CREATING_TIMEOUT} s "
+                              "(CLAWORC_CREATING_TIMEOUT).")
     _enqueue_advance(rollout.pk, countdown=POLL_SECONDS)
     return "updating"
 

@@ -210,6 +210,19 @@ class Database:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        """One committed write, as a person at a database shell would make it."""
+        if self.url.startswith("sqlite:"):
+            path = self.url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+                conn.execute(sql.replace("%s", "?"), params)
+                conn.commit()
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql, params)
+
     def instance(self, name: str) -> dict | None:
         found = self.rows(
             "SELECT i.id, i.status, i.status_message, i.desired_state, p.port_chrome, "
