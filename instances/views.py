@@ -137,7 +137,10 @@ def instance_detail(request, name):
     instance = get_object_or_404(Instance.objects.select_related("ports"), name=name)
     backend = registry.current_backend_name()
     log_tail, log_error = _log_tail(instance.name)
+    # Only while it is not running: that is when the cluster's pulling may be the reason.
+    pull_events = [] if instance.status == Instance.Status.RUNNING else _pull_events(instance.name)
     return render(request, "instances/detail.html", {
+        "pull_events": pull_events,
         "instance": instance,
         "ports": getattr(instance, "ports", None),
         "backend": backend,
@@ -174,6 +177,21 @@ def _log_tail(name: str) -> tuple[str, str]:
         logger.warning("log tail of %s failed: %s", name, type(exc).__name__)
         return "", f"could not read the log ({type(exc).__name__})"
     return text or "", ""
+
+
+def _pull_events(name: str) -> list[str]:
+    """The cluster's image-pull events (Kubernetes); [] where Claworc pulls itself (Docker: the
+    progress is in the status message) or when the backend does not answer in time."""
+    try:
+        orchestrator = registry.get_orchestrator(detect_if_needed=False)
+        if orchestrator.pulls_images:
+            return []
+        return registry.call_with_timeout(lambda: orchestrator.pull_events(name),
+                                          ORCHESTRATOR_TIMEOUT,
+                                          f"{orchestrator.backend_name} pull events") or []
+    except Exception as exc:  # noqa: BLE001 - only informative: the page renders without it
+        logger.warning("pull events of %s failed: %s", name, type(exc).__name__)
+        return []
 
 
 def _api_keys(instance: Instance) -> list[tuple[str, str, str, str]]:

@@ -515,6 +515,24 @@ def _event_text(event: Mapping[str, Any] | None) -> str:
     return _join(event.get("reason"), event.get("message")) if event else ""
 
 
+#: What the kubelet records about pulling a Pod's image ("Failed" only when about the image).
+PULL_EVENT_REASONS = {"Pulling", "Pulled", "Failed", "BackOff", "ErrImagePull",
+                      "ImagePullBackOff", "ErrImageNeverPull", "InspectFailed"}
+
+
+def pull_event_lines(events: Iterable[Mapping[str, Any]], pod_names: Iterable[str],
+                     limit: int = 10) -> list[str]:
+    """The image-pull events of these Pods, oldest first: "12:00:03 Pulling: Pulling image …"."""
+    pods = set(pod_names)
+    found = [e for e in events
+             if (e.get("involvedObject") or {}).get("kind") == "Pod"
+             and (e.get("involvedObject") or {}).get("name") in pods
+             and e.get("reason") in PULL_EVENT_REASONS
+             and (e.get("reason") != "Failed" or "image" in (e.get("message") or "").lower())]
+    found.sort(key=_event_time)
+    return [f"{_event_time(e)[11:19]} {_event_text(e)}".strip() for e in found[-limit:]]
+
+
 def refusal_hint(message: str, namespace: str) -> str:
     """What to do about the usual reasons a cluster refuses to create a Pod."""
     if "PodSecurity" in message:
@@ -1095,6 +1113,19 @@ class KubernetesOrchestrator(Orchestrator):
             if tail:
                 observed = dataclasses.replace(observed, log_tail=tail)
         return observed
+
+    def pull_events(self, name: str) -> list[str]:
+        """The kubelet pulls the image: its events on the instance's Pods say how far it is
+        (Pulling, Pulled with size and time, ErrImagePull, ImagePullBackOff). Two calls."""
+        pods = [(p.get("metadata") or {}).get("name") for p in self._pods(name)]
+        if not pods:
+            return []
+        listed = self._call("list", self._event, "(pull events)", self._event.list,
+                            self.namespace, field_selector="involvedObject.kind=Pod",
+                            expect=(403,))
+        if isinstance(listed, Refused):
+            return []
+        return pull_event_lines(listed.get("items") or [], pods)
 
     def _warnings(self) -> list[dict]:
         """The namespace's Warning events (one call); none when the account may not list them."""

@@ -178,3 +178,23 @@ def test_set_registry_credentials_reads_the_password_from_stdin(monkeypatch, cap
     assert image_services.registry_auth_for("ghcr.io/o/agent:1").password == "pull-s3cret"
     call_command("set_registry_credentials", "ghcr.io", "--remove")
     assert image_services.registry_auth_for("ghcr.io/o/agent:1") is None
+
+
+def test_instance_page_shows_the_clusters_pull_events_while_not_running(client):
+    from django.contrib.auth.models import User
+
+    from tests.fakes import FakeOrchestrator
+
+    class Cluster(FakeOrchestrator):
+        backend_name = "kubernetes"
+
+        def pull_events(self, name):
+            return [f'12:00:07 Pulling: Pulling image "{NEW}"']
+
+    client.force_login(User.objects.create_superuser("ops", password="pw-ops-123456"))
+    instance = _make("bot-k", image=NEW, status="creating")
+    with override(Cluster()):
+        html = client.get(f"/instances/{instance.name}/").content.decode()
+        assert "Image pull" in html and f"Pulling image &quot;{NEW}&quot;" in html
+        Instance.objects.filter(pk=instance.pk).update(status="running")
+        assert "Image pull" not in client.get(f"/instances/{instance.name}/").content.decode()
