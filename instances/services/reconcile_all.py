@@ -263,17 +263,7 @@ def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
             created_at__gte=now - lease_ttl(),
         ).values_list("instance_name", flat=True))
         candidates = {n: c for n, c in candidates.items() if n not in recent}
-    existing = set(OrphanWorkload.objects.filter(name__in=list(candidates))
-                   .values_list("name", flat=True))
-    new = []
-    for name, (status, message) in candidates.items():
-        OrphanWorkload.objects.update_or_create(
-            name=name, defaults={"backend": orch.backend_name, "status": status,
-                                 "message": message, "last_seen": now})
-        if name not in existing:
-            new.append(name)
-    OrphanWorkload.objects.filter(backend=orch.backend_name).exclude(
-        name__in=list(candidates)).delete()
+    new = _orphans_write(orch.backend_name, candidates, now)
     Activity.objects.bulk_create(
         Activity(instance_name=name, action="orphan", actor=SYSTEM, result=Activity.Result.ERROR,
                  message=f"{name} is labelled managed-by=claworc on {orch.backend_name} but no "
@@ -284,3 +274,27 @@ def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
     for name in new:
         logger.warning("orphan %s on %s has no instance", name, orch.backend_name)
     return sorted(candidates)
+
+
+def _orphans_write(backend: str, candidates: dict[str, tuple[str, str]],
+                   now: datetime) -> list[str]:
+    """Store `candidates` ({name: (status, message)}) as this backend's orphans, in a constant
+    number of statements however many there are; return the names that are new."""
+    existing = {o.name: o for o in OrphanWorkload.objects.filter(name__in=list(candidates))}
+    new, changed = [], []
+    for name, (status, message) in candidates.items():
+        row = existing.get(name)
+        if row is None:
+            new.append(OrphanWorkload(name=name, backend=backend, status=status, message=message,
+                                      last_seen=now))
+        elif (row.backend, row.status, row.message) != (backend, status, message):
+            row.backend, row.status, row.message, row.last_seen = backend, status, message, now
+            changed.append(row)
+    OrphanWorkload.objects.bulk_create(new, batch_size=500)
+    OrphanWorkload.objects.bulk_update(changed, ["backend", "status", "message", "last_seen"],
+                                       batch_size=500)
+    unchanged = set(existing) - {row.name for row in changed}
+    if unchanged:
+        OrphanWorkload.objects.filter(name__in=list(unchanged)).update(last_seen=now)
+    OrphanWorkload.objects.filter(backend=backend).exclude(name__in=list(candidates)).delete()
+    return [row.name for row in new]

@@ -348,3 +348,35 @@ def test_reconcile_all_query_count_does_not_grow_with_instances(
         report = services.instances_reconcile_all(owner="beat")
     assert report.status_changes == 150  # stopped -> running, written in bulk
     assert Instance.objects.filter(status="running").count() == 155
+
+
+def test_reconcile_all_query_count_does_not_grow_with_orphans(
+        orch, django_assert_max_num_queries):
+    from orchestrators.base import InstanceSpec
+
+    inst = _make("bot-t4-own", status="running")
+    _running(orch, inst)
+    services.instances_reconcile_all(owner="beat")
+    with django_assert_max_num_queries(40) as none:
+        services.instances_reconcile_all(owner="beat")
+    for i in range(100):
+        name = f"bot-t4-orphan{i:03d}"
+        orch.workloads[name] = FakeWorkload(
+            spec=InstanceSpec(name=name, image="x", port_chrome=0, port_terminal=0),
+            message=f"Up {i} seconds")
+    # The run that finds them, one where every message changed, one where nothing did: a few
+    # bulk statements each, never one per orphan.
+    for _ in range(3):
+        with django_assert_max_num_queries(len(none.captured_queries) + 5):
+            report = services.instances_reconcile_all(owner="beat")
+        assert len(report.orphans) == 100
+        for workload in orch.workloads.values():
+            workload.message += "!"
+    assert OrphanWorkload.objects.count() == 100
+    assert Activity.objects.filter(action="orphan").count() == 100  # reported once each
+    assert OrphanWorkload.objects.get(name="bot-t4-orphan007").message == "Up 7 seconds!!"
+    for i in range(50):
+        del orch.workloads[f"bot-t4-orphan{i:03d}"]
+    with django_assert_max_num_queries(len(none.captured_queries) + 5):
+        services.instances_reconcile_all(owner="beat")
+    assert OrphanWorkload.objects.count() == 50
