@@ -4,18 +4,26 @@ writes statuses in bulk, repairs drift and reports orphans."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from orchestrators.base import FinalError, Orchestrator, TransientError
+from orchestrators.base import (
+    STOP_EXIT_CODES,  # noqa: F401  re-exported by the package
+    FinalError,
+    Orchestrator,
+    TransientError,
+    is_crash,
+)
 from orchestrators.base import Status as ObservedStatus
 
-from ..models import Activity, Instance, InstanceLease, OrphanWorkload
+from ..models import Activity, Instance, InstanceLease, OrphanWorkload, Setting
 from .audit import SYSTEM
 from .converge import _observed_fields, troubleshooting_message
 from .intents import _enqueue_reconcile
@@ -25,10 +33,20 @@ logger = logging.getLogger(__name__)
 
 # --- Worker side: reconcile every instance (Celery beat) ----------------------------------------
 
-#: Exit codes of a container stopped by a signal (SIGTERM via `docker stop`, SIGKILL): a stop
-#: from outside Claworc, to be undone. Any other non-zero code is a crash, shown as `error`.
-STOP_EXIT_CODES = frozenset({0, 128 + 9, 128 + 15})
+# STOP_EXIT_CODES (orchestrators.base): a container stopped by a signal (SIGTERM via `docker
+# stop`, SIGKILL) was stopped from outside Claworc, to be undone. Any other non-zero code is a
+# crash, shown as `error`.
 LOG_TAIL_LINES = 20
+#: Log requests in flight at once when many instances crashed together.
+CRASH_LOG_READERS = 8
+
+
+VOLUMES_ONLY = "volumes only"
+#: Volumes are listed at every this many beats, and at each beat for a while after a delete:
+#: deletes are what leaves volumes without their instance (besides people, whom the periodic
+#: list catches). A list at every beat cost as much as the container list itself.
+VOLUMES_EVERY = 10
+_VOLUMES_LISTED_AT = "reconcile_all.volumes_listed_at:"  # + backend; a Setting
 
 
 @dataclass
@@ -85,6 +103,8 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
     waiting = _pulls_waited_for(rows)
     to_pull: set[str] = set()
 
+    tails = _crash_log_tails(orch, rows, observed, busy)
+
     def note(row, action, result, message):
         activities.append(Activity(instance_id=row["pk"], instance_name=row["name"], actor=SYSTEM,
                                    action=action, result=result, message=message))
@@ -100,7 +120,7 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
                 and row["desired_state"] == Instance.DesiredState.RUNNING):
             _pulling_check(row, waiting, now, to_enqueue, to_pull, note)
         elif row["desired_state"] == Instance.DesiredState.RUNNING:
-            new = _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue)
+            new = _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue, tails)
         elif obs is not None and obs.status in (ObservedStatus.RUNNING, ObservedStatus.CREATING):
             new = (str(obs.status), "Started outside Claworc; stopping it.")
             note(row, "drift", Activity.Result.INFO,
@@ -127,7 +147,7 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
 
     for rollout_id in rollouts_active():  # a lost message costs one interval, no more
         _enqueue_advance(rollout_id)
-    report.orphans = _orphans_report(orch, rows, observed, orch.volumes_all(), busy, now)
+    report.orphans = _orphans_report(orch, rows, observed, _volumes_if_due(orch), busy, now)
     Activity.objects.bulk_create(activities)
     for pk in to_enqueue:
         _enqueue_reconcile(pk)
@@ -167,7 +187,30 @@ def _pulling_check(row, pulls, now, to_enqueue, to_pull, note) -> None:
     to_pull.add(image)
 
 
-def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):
+def _crash_log_tails(orch, rows, observed, busy) -> dict[str, str]:
+    """The log tails of the instances that crashed, read concurrently (CRASH_LOG_READERS at a
+    time): many crashing at once must not cost one log request after the other."""
+    crashed = [
+        r["name"] for r in rows
+        if r["desired_state"] == Instance.DesiredState.RUNNING and r["name"] not in busy
+        and r["status"] != Instance.Status.ERROR and (obs := observed.get(r["name"])) is not None
+        and is_crash(obs.exit_code)
+        and obs.status in (ObservedStatus.STOPPED, ObservedStatus.CREATING)
+    ]
+
+    def tail(name: str) -> str:
+        try:
+            return orch.logs(name, lines=LOG_TAIL_LINES).strip()
+        except (FinalError, TransientError):
+            return observed[name].log_tail.strip()
+
+    if len(crashed) < 2:
+        return {name: tail(name) for name in crashed}
+    with ThreadPoolExecutor(min(CRASH_LOG_READERS, len(crashed))) as pool:
+        return dict(zip(crashed, pool.map(tail, crashed), strict=True))
+
+
+def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue, tails):
     """The new (status, message) of an instance meant to run, noting repairs; None = unchanged."""
     name, status = row["name"], row["status"]
     if status == Instance.Status.ERROR and (obs is None or obs.status != ObservedStatus.RUNNING):
@@ -190,14 +233,11 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue):
              f"The workload of {name} is missing (removed outside Claworc); recreating it.")
         report.repairs.append(name)
         return (Instance.Status.CREATING, "Recreating: the workload was removed outside Claworc.")
-    crashed = obs.exit_code is not None and obs.exit_code not in STOP_EXIT_CODES
+    crashed = is_crash(obs.exit_code)
     # A restart policy makes a crashing container "restarting": still a crash, shown at once.
     if obs.status == ObservedStatus.STOPPED or (obs.status == ObservedStatus.CREATING and crashed):
         if crashed:
-            try:
-                tail = orch.logs(name, lines=LOG_TAIL_LINES).strip()
-            except (FinalError, TransientError):
-                tail = obs.log_tail.strip()
+            tail = tails[name] if name in tails else obs.log_tail.strip()
             text = troubleshooting_message(
                 orch=orch, name=name, error=f"Exited with code {obs.exit_code}."
                 + (f" Last log lines:\n{tail}\n" if tail else ""))
@@ -243,15 +283,36 @@ def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> 
             Instance.objects.filter(untouched, pk__in=same).update(status_observed_at=now)
 
 
+def _volumes_if_due(orch: Orchestrator) -> dict[str, list[str]] | None:
+    """orch.volumes_all() when due (see VOLUMES_EVERY), else None."""
+    key = _VOLUMES_LISTED_AT + orch.backend_name
+    last = parse_datetime(Setting.get_str(key) or "")
+    now = timezone.now()
+    every = timedelta(seconds=VOLUMES_EVERY * settings.CLAWORC_RECONCILE_INTERVAL)
+    # A delete is reported as an orphan only once older than lease_ttl() (its teardown has run):
+    # until then, keep listing.
+    if last is not None and now - last < every and not Activity.objects.filter(
+            action="delete", created_at__gte=last - lease_ttl()).exists():
+        return None
+    volumes = orch.volumes_all()
+    Setting.set(key, now.isoformat())  # `now` is before the list: a delete since is seen next
+    return volumes
+
+
 def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
     """Managed workloads, or volumes, with no Instance row: listed in OrphanWorkload, never
     deleted."""
     known = {r["name"] for r in rows}
     candidates = {n: (str(o.status), o.message) for n, o in observed.items()}
+    if volumes is None:  # not listed this beat: the volumes-only orphans known stay as they are
+        candidates.update((name, (status, message)) for name, status, message in (
+            OrphanWorkload.objects.filter(backend=orch.backend_name, status=VOLUMES_ONLY)
+            .values_list("name", "status", "message")))
+        volumes = {}
     for name, names in volumes.items():
         # Volumes kept by "delete keeping volumes", or left by a teardown that failed half-way.
         candidates.setdefault(name, (
-            "volumes only",
+            VOLUMES_ONLY,
             f"{len(names)} volume(s) with no container: {', '.join(names)}. Create an instance "
             f"named {name} to use them again, or remove them by hand.",
         ))

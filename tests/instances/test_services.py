@@ -1,13 +1,22 @@
 """The control flow's services on an in-memory orchestrator: desired state, activity, enqueueing,
 convergence, errors a person can act on, the lease, and reconcile_all's drift repair."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from instances import services
-from instances.models import Activity, Instance, InstanceLease, OrphanWorkload, PortAllocation
+from instances.models import (
+    Activity,
+    Instance,
+    InstanceLease,
+    OrphanWorkload,
+    PortAllocation,
+    Setting,
+)
 from orchestrators.base import FinalError, Status, TransientError
 from tests.fakes import FakeWorkload, eager_tasks
 
@@ -289,6 +298,7 @@ def test_reconcile_all_reports_volumes_whose_instance_is_gone(orch, run_tasks):
     assert not OrphanWorkload.objects.exists()
     Activity.objects.filter(action="delete").update(
         created_at=timezone.now() - timedelta(hours=1))
+    _volumes_listed_long_ago()  # the time passes for the last volume list too
     run_tasks(services.instances_reconcile_all, owner="beat")
     orphan = OrphanWorkload.objects.get()
     assert (orphan.name, orphan.status) == ("bot-t4-kept", "volumes only")
@@ -296,9 +306,57 @@ def test_reconcile_all_reports_volumes_whose_instance_is_gone(orch, run_tasks):
         "4 volume(s) with no container: " + ", ".join(sorted(kept)) + ". Create an instance "
         "named bot-t4-kept to use them again, or remove them by hand.")
     assert orch.ops("delete") == ["bot-t4-kept"] and sorted(orch.volumes) == kept  # kept
-    orch.volumes.clear()
+    orch.volumes.clear()  # removed by hand: seen at the next periodic volume list
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert OrphanWorkload.objects.get().status == "volumes only"
+    _volumes_listed_long_ago()
     run_tasks(services.instances_reconcile_all, owner="beat")
     assert not OrphanWorkload.objects.exists()
+
+
+def _volumes_listed_long_ago():
+    from instances.services import reconcile_all
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    Setting.objects.filter(key__startswith="reconcile_all.volumes_listed_at:").update(
+        value=(long_ago - timedelta(minutes=1)).isoformat())
+    assert reconcile_all.VOLUMES_EVERY * settings.CLAWORC_RECONCILE_INTERVAL < 3600
+
+
+def test_reconcile_all_lists_volumes_after_a_delete_and_every_few_beats_only(orch, run_tasks):
+    # Listing every volume cost as much as listing the containers, at every beat.
+    from instances.services.reconcile_all import VOLUMES_EVERY
+
+    inst = _make("bot-t4-vol", status="running")
+    _running(orch, inst)
+    orch.volumes.update(f"claworc-bot-t4-vol-{s}" for s in ("clawdbot", "homebrew", "clawd",
+                                                            "chrome"))
+    for _ in range(VOLUMES_EVERY):
+        run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 1 and len(orch.ops("status_all")) == VOLUMES_EVERY
+    _volumes_listed_long_ago()
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 2
+    run_tasks(services.instance_delete, instance_ids=[inst.pk], keep_volumes=True, actor="e")
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 3  # right after a delete, whose volumes may stay
+    # Until the delete is older than a task can run (its teardown is done): then reported.
+    assert not OrphanWorkload.objects.exists()
+    for _ in range(2):
+        run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 5 and not OrphanWorkload.objects.exists()
+    # Time passes, for the delete and for the last volume list alike.
+    passed = services.lease_ttl() + timedelta(seconds=1)
+    Activity.objects.filter(action="delete").update(created_at=F("created_at") - passed)
+    listed = Setting.objects.get(key__startswith="reconcile_all.volumes_listed_at:")
+    listed.value = (datetime.fromisoformat(listed.value) - passed).isoformat()
+    listed.save()
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 6
+    assert OrphanWorkload.objects.get().status == "volumes only"
+    run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(orch.ops("volumes_all")) == 6
+    assert OrphanWorkload.objects.get().status == "volumes only"  # carried over, not listed
 
 
 def test_reconcile_all_times_out_creating_with_the_reason(orch, run_tasks, settings):
@@ -380,3 +438,32 @@ def test_reconcile_all_query_count_does_not_grow_with_orphans(
     with django_assert_max_num_queries(len(none.captured_queries) + 5):
         services.instances_reconcile_all(owner="beat")
     assert OrphanWorkload.objects.count() == 50
+
+
+def test_reconcile_all_reads_the_logs_of_many_crashes_concurrently(orch, run_tasks):
+    import threading
+    import time
+
+    from instances.services.reconcile_all import CRASH_LOG_READERS
+
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    plain_logs = orch.logs
+
+    def slow_logs(name, lines=100):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return plain_logs(name, lines)
+
+    orch.logs = slow_logs
+    for i in range(20):
+        inst = _make(f"bot-t4-crash{i:02d}", status="running")
+        _running(orch, inst, status=Status.STOPPED, exit_code=1, logs=f"panic {i}\n")
+    report, _ = run_tasks(services.instances_reconcile_all, owner="beat")
+    assert len(report.errors) == 20
+    assert 1 < peak[0] <= CRASH_LOG_READERS
+    message = Instance.objects.get(name="bot-t4-crash07").status_message
+    assert message.startswith("Exited with code 1. Last log lines:\npanic 7")
