@@ -1,4 +1,4 @@
-.PHONY: run test lint bench
+.PHONY: run test lint bench bench-fleet
 
 run:  ## set up and run web, worker and beat on embedded defaults
 	bash scripts/run.sh
@@ -11,3 +11,7 @@ lint:
 
 bench:
 	bash scripts/bootstrap.sh test && .venv/bin/python benchmarks/bench_docker.py
+
+# N instances built through the project (default 1000; e.g. make bench-fleet ARGS="--n 200").
+bench-fleet:
+	bash scripts/bootstrap.sh test && .venv/bin/python benchmarks/bench_fleet.py $(ARGS)
