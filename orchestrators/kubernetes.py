@@ -131,8 +131,30 @@ class ClusterOptions:
     #: for named volumes).
     seed_volumes: bool = True
 
+    @classmethod
+    def from_settings(cls) -> ClusterOptions:
+        from django.conf import settings
+
+        return cls(storage_class=settings.CLAWORC_K8S_STORAGE_CLASS,
+                   image_pull_secrets=tuple(settings.CLAWORC_K8S_IMAGE_PULL_SECRETS),
+                   node_selector=dict(settings.CLAWORC_K8S_NODE_SELECTOR),
+                   tolerations=tuple(settings.CLAWORC_K8S_TOLERATIONS),
+                   seed_volumes=settings.CLAWORC_K8S_SEED_VOLUMES)
+
 
 DEFAULT_OPTIONS = ClusterOptions()
+
+
+def build_all(spec: InstanceSpec, *, namespace: str, options: ClusterOptions = DEFAULT_OPTIONS,
+              desktop_access: DesktopAccess = DesktopAccess.PORTS) -> list[dict[str, Any]]:
+    """Every object of the instance, in the order ensure applies them."""
+    return [
+        *build_pvcs(spec, namespace=namespace, options=options),
+        build_secret(spec, namespace=namespace),
+        build_config_map(spec, namespace=namespace),
+        build_service(spec, namespace=namespace, desktop_access=desktop_access),
+        build_deployment(spec, namespace=namespace, options=options),
+    ]
 
 
 # --- manifests (pure) --------------------------------------------------------------------------
@@ -754,12 +776,7 @@ class KubernetesOrchestrator(Orchestrator):
                    privileged=settings.CLAWORC_K8S_PRIVILEGED,
                    desktop_access=getattr(settings, "CLAWORC_DESKTOP_ACCESS", "ports"),
                    node_host=settings.CLAWORC_NODE_IP,
-                   options=ClusterOptions(
-                       storage_class=settings.CLAWORC_K8S_STORAGE_CLASS,
-                       image_pull_secrets=tuple(settings.CLAWORC_K8S_IMAGE_PULL_SECRETS),
-                       node_selector=dict(settings.CLAWORC_K8S_NODE_SELECTOR),
-                       tolerations=tuple(settings.CLAWORC_K8S_TOLERATIONS),
-                       seed_volumes=settings.CLAWORC_K8S_SEED_VOLUMES),
+                   options=ClusterOptions.from_settings(),
                    port_range=(settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END),
                    node_port_range=tuple(settings.CLAWORC_K8S_NODE_PORT_RANGE))
 
@@ -814,10 +831,10 @@ class KubernetesOrchestrator(Orchestrator):
         if status == 422 and ports and _NODE_PORT_TAKEN_RE.search(detail):
             return self._port_conflict(detail, ports)
         if status in (401, 403) and " cannot " in detail or status == 401:
-            message += ("; give the account Claworc uses the Role in deploy/rbac.yaml "
-                        "(get/list/create/patch/delete on deployments, services, secrets, "
-                        "configmaps and persistentvolumeclaims, get/list on pods, pods/log and "
-                        f"events, get on namespaces) in namespace {self.namespace}")
+            message += ("; give the account Claworc uses the Role in deploy/rbac.yaml (the "
+                        "verbs on deployments, persistentvolumeclaims, secrets, configmaps, "
+                        f"services, pods, pods/log and events it lists) in namespace "
+                        f"{self.namespace}")
         error = FinalError(message)
         error.http_status = status
         return error
