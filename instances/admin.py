@@ -10,7 +10,7 @@ from django.contrib.admin import helpers
 from django.db.models import Count, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.http import HttpResponseRedirect
-from django.template.defaultfilters import truncatechars
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -20,6 +20,8 @@ from instances.services import rollouts
 
 from . import admin_keys  # noqa: F401  the global API keys page
 from .admin_keys import InstanceApiKeysAdminMixin
+from .admin_live import LIVE_COLUMNS, InstanceLiveAdminMixin
+from .controls import vnc_links
 from .forms import API_KEYS_FIELDSET, InstanceAdminForm
 from .models import (
     Activity,
@@ -46,20 +48,13 @@ class PortAllocationInline(admin.TabularInline):
         return False
 
 
-def _vnc_link(url: str, port: int):
-    return format_html('<a href="{0}" target="_blank" rel="noopener">{1}</a>', url, port)
-
-
 @admin.register(Instance)
-class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
+class InstanceAdmin(InstanceLiveAdminMixin, InstanceApiKeysAdminMixin, admin.ModelAdmin):
     form = InstanceAdminForm  # write-only API key overrides, shown masked
-    list_display = [
-        "name", "display_name", "status", "short_status_message", "desired_state",
-        "last_observed", "chrome_vnc", "terminal_vnc", "image_column",
-    ]
+    list_display = [*LIVE_COLUMNS, "image_column"]  # live columns: admin_live.py
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "display_name"]
-    list_select_related = ["ports"]
+    list_select_related = ["ports", "usage"]
     readonly_fields = [
         "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
         "created_at", "updated_at",
@@ -138,31 +133,14 @@ class InstanceAdmin(InstanceApiKeysAdminMixin, admin.ModelAdmin):
                                obj.running_digest[:19], host[:19])
         return obj.effective_image
 
-    @admin.display(description="Status message", ordering="status_message")
-    def short_status_message(self, obj):
-        return truncatechars(obj.status_message, 80)
-
-    @admin.display(description="Last observed", ordering="status_observed_at")
-    def last_observed(self, obj):
-        return obj.status_observed_at
-
-    @admin.display(description="Chrome VNC", ordering="ports__port_chrome")
-    def chrome_vnc(self, obj):
-        ports = getattr(obj, "ports", None)
-        return _vnc_link(ports.chrome_vnc_url, ports.port_chrome) if ports else "-"
-
-    @admin.display(description="Terminal VNC", ordering="ports__port_terminal")
-    def terminal_vnc(self, obj):
-        ports = getattr(obj, "ports", None)
-        return _vnc_link(ports.terminal_vnc_url, ports.port_terminal) if ports else "-"
-
     @admin.display(description="VNC")
     def vnc_links(self, obj):
         ports = getattr(obj, "ports", None) if obj.pk else None
         if not ports:
             return "No ports yet: they are allocated when the instance is created."
-        return format_html("Chrome: {0} &nbsp; Terminal: {1}", self.chrome_vnc(obj),
-                           self.terminal_vnc(obj))
+        # Shown only while it runs (they would not answer otherwise); live.js shows them later.
+        return render_to_string("instances/_vnc.html", {
+            "instance": obj, "links": vnc_links(obj)})
 
     @admin.display(description="Recent activity")
     def recent_activity(self, obj):

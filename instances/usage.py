@@ -159,3 +159,15 @@ def usage_display(usage: InstanceUsage | None) -> dict[str, str]:
         "message": usage.message,
         "sampled_at": usage.sampled_at.isoformat() if usage.sampled_at else "",
     }
+
+
+def usage_text(instance) -> str:
+    """"12.5% · 300.0 MiB" for a running instance's last sample (what live.js shows too)."""
+    try:
+        sample = instance.usage
+    except InstanceUsage.DoesNotExist:
+        return ""
+    if instance.status != Instance.Status.RUNNING:
+        return ""
+    parts = [p for p in (format_cpu(sample.cpu_cores), format_bytes(sample.memory_bytes)) if p]
+    return " · ".join(parts) or sample.message

@@ -16,6 +16,7 @@ import re
 import time
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -32,11 +33,13 @@ from orchestrators.base import OrchestratorError
 
 from . import keys
 from .models import Instance
+from .usage import usage_display
 
 logger = logging.getLogger(__name__)
 
 _STARTED = time.monotonic()
-#: Seconds the pages auto-refresh after (a meta refresh: no JavaScript needed).
+#: Seconds a page without JavaScript reloads after (<noscript> meta refresh); with JavaScript,
+#: static/instances/live.js updates it in place every CLAWORC_LIVE_INTERVAL seconds instead.
 REFRESH_SECONDS = 10
 #: Seconds /health and the instance page wait for the orchestrator.
 ORCHESTRATOR_TIMEOUT = 2.0
@@ -112,7 +115,8 @@ def instance_list(request):
     filters = ListFilter(request.GET)
     # The workload's config and keys are not shown here: not read, nor copied per row.
     rows = filters.filter(
-        Instance.objects.select_related("ports").defer("clawdbot_config", "encrypted_api_keys")
+        Instance.objects.select_related("ports", "usage")
+        .defer("clawdbot_config", "encrypted_api_keys")
     ).order_by("name")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     keep = request.GET.copy()
@@ -134,7 +138,7 @@ def instance_list(request):
 @never_cache
 @staff_required
 def instance_detail(request, name):
-    instance = get_object_or_404(Instance.objects.select_related("ports"), name=name)
+    instance = get_object_or_404(Instance.objects.select_related("ports", "usage"), name=name)
     backend = registry.current_backend_name()
     log_tail, log_error = _log_tail(instance.name)
     # Only while it is not running: that is when the cluster's pulling may be the reason.
@@ -158,6 +162,9 @@ def instance_detail(request, name):
         "log_tail": log_tail,
         "log_error": log_error,
         "log_lines": LOG_LINES,
+        "usage": usage_display(getattr(instance, "usage", None)),
+        "usage_interval": settings.CLAWORC_USAGE_INTERVAL,
+        "download_lines": settings.CLAWORC_LOG_DOWNLOAD_LINES,
         "refresh": REFRESH_SECONDS,
     })
 

@@ -151,6 +151,10 @@ def test_change_page_shows_vnc_links_status_and_recent_activity(client, staff):
                             actor="someone-t4", result="queued", message="<b>not html</b>")
     page = client.get(reverse("admin:instances_instance_change", args=[inst.pk]))
     html = page.content.decode()
+    # In error, its VNC links would not answer: offered again once it runs.
+    assert "http://127.0.0.1:32000/" not in html and "http://127.0.0.1:32001/" not in html
+    Instance.objects.filter(pk=inst.pk).update(status="running")
+    html = client.get(reverse("admin:instances_instance_change", args=[inst.pk])).content.decode()
     assert 'href="http://127.0.0.1:32000/vnc.html?autoconnect=true"' in html
     assert 'href="http://127.0.0.1:32001/vnc.html?autoconnect=true"' in html
     assert "Port 32000 is already in use" in html
@@ -160,8 +164,12 @@ def test_change_page_shows_vnc_links_status_and_recent_activity(client, staff):
 def test_changelist_shows_what_staff_need(client, staff):
     _make(1, status="error", status_message="Exited with code 3.", desired_state="running")
     html = client.get(CHANGELIST).content.decode()
-    for text in ("Exited with code 3.", "Error", "Running",
-                 'href="http://127.0.0.1:32000/vnc.html?autoconnect=true"',
+    for text in ("Exited with code 3.", "Error", "Running"):
+        assert text in html
+    assert "http://127.0.0.1:32000/" not in html  # VNC links only while it runs
+    Instance.objects.update(status="running")
+    html = client.get(CHANGELIST).content.decode()
+    for text in ('href="http://127.0.0.1:32000/vnc.html?autoconnect=true"',
                  'href="http://127.0.0.1:32001/vnc.html?autoconnect=true"'):
         assert text in html
     assert "Last observed" in html and "Desired state" in html
