@@ -63,7 +63,8 @@
       });
       if (off) {
         off.hidden = links.length > 0;
-        off.textContent = d.status === "running" ? "—" : "not running";
+        off.textContent = d.status !== "running" ? "not running"
+          : (buttons ? "" : "You do not have permission to use desktops.");
       }
     }
   };
