@@ -127,7 +127,8 @@ def test_staff_sees_a_running_instance_with_both_vnc_links(
     assert "claude-sonnet" in body
     assert "****4242" in body
     assert "tok-browser-secret-4242" not in page.content()
-    assert page.get_by_role("link", name="Chrome VNC").get_attribute("href") == chrome_url
+    for name in ("Chrome VNC", "Open Chrome VNC"):  # the Access card, the toolbar
+        assert page.get_by_role("link", name=name, exact=True).get_attribute("href") == chrome_url
     assert f"Image: {agent_image}" in body
     assert "Log unavailable" not in body
     page.screenshot(path=str(ARTIFACTS / "status-instance.png"), full_page=True)
