@@ -15,6 +15,8 @@ import os
 import queue
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -506,7 +508,9 @@ class DockerOrchestrator(Orchestrator):
             "desktop_host": getattr(settings, "CLAWORC_DESKTOP_UPSTREAM_HOST", "127.0.0.1"),
         }
         kwargs.update(overrides)
-        return cls(**kwargs)
+        orchestrator = cls(**kwargs)
+        orchestrator.pull_timeout = getattr(settings, "CLAWORC_PULL_TIMEOUT", cls.pull_timeout)
+        return orchestrator
 
     def __repr__(self) -> str:
         return f"DockerOrchestrator(base_url={self.base_url!r}, config_dir={self.config_dir!r})"
@@ -1014,6 +1018,25 @@ class DockerOrchestrator(Orchestrator):
                 raise pull_error(image, str(exc.explanation or exc)) from exc
         return (found.get("Descriptor") or {}).get("digest", "")
 
+    #: Seconds a pull keeper holds a pull open at most (CLAWORC_PULL_TIMEOUT in the site).
+    pull_timeout: int = 3600
+
+    def _pull_keeper(self, repository: str, tag: str,
+                     auth: RegistryAuth | None) -> subprocess.Popen:
+        """Start orchestrators/pull_keeper.py, which pulls and outlives us if we die."""
+        job = {"image": repository, "tag": tag, "base_url": self.base_url,
+               "auth": self._auth_config(auth), "timeout": self.pull_timeout}
+        try:
+            keeper = subprocess.Popen(
+                [sys.executable, "-m", "orchestrators.pull_keeper"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            keeper.stdin.write((json.dumps(job) + "\n").encode())
+            keeper.stdin.close()
+        except OSError as exc:
+            raise FinalError(f"Could not start the pull of {repository}:{tag}: {exc}") from exc
+        return keeper
+
     @staticmethod
     def _auth_config(auth: RegistryAuth | None) -> dict[str, str] | None:
         if auth is None:
@@ -1024,25 +1047,35 @@ class DockerOrchestrator(Orchestrator):
              on_progress=None) -> str:
         """Pull `image` through the daemon, reporting progress summed over layers.
 
-        Layers the daemon already holds are not downloaded again, so a pull interrupted by a
-        dying worker resumes from what it finished. Returns the repository digest.
+        The pull runs in a pull keeper process (orchestrators/pull_keeper.py) whose events we
+        read: a worker that dies leaves it pulling, and pulling again joins that download where
+        it is. Stopping on purpose (time limit, error) stops it. Returns the repository digest.
         """
         repository, tag = docker.utils.parse_repository_tag(image)
         tally = PullTally()
         logger.info("pulling image %s", image)
-        with self._translate(image, "pull"):
-            try:
-                # A tag is always given: without one the SDK pulls every tag of the repository.
-                stream = self.client.api.pull(repository, tag=tag or "latest", stream=True,
-                                              decode=True, auth_config=self._auth_config(auth))
-                for event in stream:
-                    tally.feed(event)
-                    if tally.error:
-                        break
-                    if on_progress is not None:
-                        on_progress(tally.progress())
-            except docker.errors.APIError as exc:  # refused before the stream began
-                raise pull_error(image, str(exc.explanation or exc)) from exc
+        keeper = self._pull_keeper(repository, tag or "latest", auth)
+        try:
+            for line in keeper.stdout:
+                event = json.loads(line)
+                if "refused" in event:  # before the stream began: a registry error
+                    raise pull_error(image, event["refused"])
+                if "unavailable" in event:
+                    raise self._unavailable(image, "pull", RuntimeError(event["unavailable"]))
+                tally.feed(event)
+                if tally.error:
+                    break
+                if on_progress is not None:
+                    on_progress(tally.progress())
+        except BaseException:
+            # We stop on purpose (time limit, an error): so does the pull. A worker that dies
+            # instead leaves the keeper pulling.
+            keeper.kill()
+            raise
+        finally:
+            keeper.stdout.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                keeper.wait(timeout=30)
         if tally.error:
             logger.warning("pull of %s failed: %s", image, tally.error)
             raise pull_error(image, tally.error)

@@ -8,8 +8,8 @@
   failed                            → every instance waiting goes to `error` with the cause
 
 A pull is bounded by CLAWORC_PULL_TIMEOUT, not by the per-instance task limit. A worker that
-dies mid-pull leaves a row whose heartbeat grows old: reconcile_all requests the pull again and
-the daemon resumes from the layers it has.
+dies mid-pull leaves the download going (the Docker backend's pull keeper) and a row whose
+heartbeat grows old: reconcile_all requests the pull again, which joins that download.
 """
 
 from __future__ import annotations

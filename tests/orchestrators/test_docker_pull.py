@@ -136,3 +136,37 @@ def test_private_registry_needs_its_credentials(orch, test_registry, served_imag
         test_registry.images["claworc-private"]["v1"].digest)
     orch.pull(ref, auth=RegistryAuth("robot", "s3cret-pull-password"))
     assert orch.image_present(ref)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_pull_whose_worker_was_killed_goes_on_and_is_joined(orch, test_registry, served_images):
+    """SIGKILL of the pulling process mid-download: the next pull downloads no layer twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    served = served_images(900_000, "resume")
+    test_registry.rate = 150_000
+    ref = test_registry.add("claworc-pull", "resume", served)
+    script = (
+        "import sys\n"
+        "from orchestrators.docker import DockerOrchestrator\n"
+        "o = DockerOrchestrator(config_dir='/tmp', privileged=False)\n"
+        "o.pull(sys.argv[1], on_progress=lambda p: print(p.bytes_done, flush=True))\n")
+    worker = subprocess.Popen([sys.executable, "-c", script, ref], stdout=subprocess.PIPE,
+                              text=True, cwd=os.getcwd())
+    try:
+        for line in worker.stdout:
+            if int(line) > 100_000:
+                break
+        os.kill(worker.pid, signal.SIGKILL)  # as the OOM killer would
+    finally:
+        worker.wait(timeout=30)
+    seen = []
+    assert orch.pull(ref, on_progress=seen.append) == served.digest
+    layers = [g for g in test_registry.blob_gets() if not g.endswith(served.config_digest)]
+    assert layers and len(layers) == len(set(layers)), layers
+    # The joined pull reported the download where it was, not from zero.
+    assert seen and max(p.bytes_done for p in seen) >= 900_000
