@@ -1,22 +1,24 @@
 """Live columns and one-click buttons for the instance admin (InstanceAdmin mixes this in).
 
 The changelist fits 1,400 px: the name with the display name under it, the status with its
-whole message, desired state, usage (sortable by CPU), both VNC links in one cell (only while
-the instance runs) and when it was last observed. The status, message, usage and links update
-without a reload (static/instances/live.js polls instances_live); the change page gets Start,
-Stop, Restart, Recreate and Open Chrome/Terminal buttons (templates/admin/instances/instance/
-change_form.html).
+whole message (when it was last observed on hover), desired state, usage (sortable by CPU) and
+the desktop links in one cell (only while the instance runs). Status, message, usage and links
+update without a reload (static/instances/live.js polls instances_live). The change page gets
+Start, Stop, Restart, Recreate and Open Chrome/Terminal buttons
+(templates/admin/instances/instance/change_form.html).
 """
 
 from django.contrib import admin
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from .controls import vnc_links
 from .usage import usage_text
 
-LIVE_COLUMNS = ["instance", "live_status", "desired", "usage", "vnc", "last_observed"]
+LIVE_COLUMNS = ["instance", "live_status", "desired", "usage_column", "vnc"]
 
 
 class InstanceLiveAdminMixin:
@@ -35,11 +37,13 @@ class InstanceLiveAdminMixin:
     def live_status(self, obj):
         return format_html(
             '<span class="status claworc-badge status-{0}" data-live-name="{1}" '
-            'data-live-field="status" data-live-url="{2}">{3}</span>'
+            'data-live-field="status" data-live-url="{2}" title="Last observed: {6}">{3}</span>'
             '<span class="claworc-status-message" data-live-name="{1}" data-live-field="message"'
             ' title="{4}"{5}>{4}</span>',
             obj.status, obj.name, reverse("instances:live"), obj.get_status_display(),
             obj.status_message, " hidden" if not obj.status_message else "",
+            date_format(localtime(obj.status_observed_at), "DATETIME_FORMAT")
+            if obj.status_observed_at else "never",
         )
 
     @admin.display(description="Desired state", ordering="desired_state")
@@ -48,7 +52,7 @@ class InstanceLiveAdminMixin:
                            obj.name, obj.get_desired_state_display())
 
     @admin.display(description="CPU · memory", ordering="usage__cpu_cores")
-    def usage(self, obj):
+    def usage_column(self, obj):
         return format_html('<span data-live-name="{}" data-live-field="usage">{}</span>',
                            obj.name, usage_text(obj) or "—")
 
@@ -57,6 +61,3 @@ class InstanceLiveAdminMixin:
         return render_to_string("instances/_vnc.html", {
             "instance": obj, "links": vnc_links(obj)})
 
-    @admin.display(description="Last observed", ordering="status_observed_at")
-    def last_observed(self, obj):
-        return obj.status_observed_at

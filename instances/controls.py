@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -156,6 +158,24 @@ def _orchestrator():
     return registry.get_orchestrator(detect_if_needed=False)
 
 
+def _chunks(stream):
+    # An empty first chunk sends the headers at once, so the page knows it is following even
+    # while the log has nothing new to say.
+    yield ""
+    yield from stream
+
+
+_END = object()
+
+
+async def _async_chunks(stream):
+    iterator = _chunks(stream)
+    # Each wait for the next line runs in a thread of its own, never on the event loop.
+    read = sync_to_async(next, thread_sensitive=False)
+    while (chunk := await read(iterator, _END)) is not _END:
+        yield chunk
+
+
 @never_cache
 @require_GET
 @staff_required
@@ -172,7 +192,11 @@ def log_follow(request, name: str):
     except OrchestratorError as exc:
         return HttpResponse(f"Log unavailable: {exc}\n", status=503,
                             content_type="text/plain; charset=utf-8")
-    response = StreamingHttpResponse(stream, content_type="text/plain; charset=utf-8")
+    if isinstance(request, ASGIRequest):
+        content = _async_chunks(stream)  # a sync iterator would be read whole before sending
+    else:
+        content = _chunks(stream)
+    response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
     # Proxies must pass each line on at once rather than buffer the stream.
     response["X-Accel-Buffering"] = "no"
     response["X-Claworc-Follow-Seconds"] = str(settings.CLAWORC_LOG_FOLLOW_SECONDS)

@@ -1,5 +1,7 @@
 """One-click controls, the live status endpoint and the log views (on the in-memory backend)."""
 
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -220,6 +222,29 @@ def test_the_followed_log_streams_text(operator, backend):
     assert response.status_code == 200 and response.streaming
     assert b"".join(response.streaming_content).decode() == "hello\nworld"
     assert response["X-Accel-Buffering"] == "no"
+
+
+def test_the_followed_log_streams_chunk_by_chunk_under_asgi(backend):
+    """Under ASGI (the dashboard runs on uvicorn) each line goes out as it comes, not at the
+    end of the time limit."""
+    import asyncio
+
+    from instances import controls
+
+    def slow():
+        yield "first\n"
+        time.sleep(0.3)
+        yield "second\n"
+
+    async def read():
+        got = []
+        async for chunk in controls._async_chunks(slow()):
+            got.append((chunk, time.monotonic()))
+        return got
+
+    got = asyncio.run(read())
+    assert [c for c, _ in got] == ["", "first\n", "second\n"]
+    assert got[2][1] - got[1][1] >= 0.25
 
 
 def test_logs_are_for_staff_only(client):

@@ -1,0 +1,230 @@
+"""Live pages, one-click controls and a followed log, in Chromium (Playwright), on the real
+Docker backend with the stand-in agent on 127.0.0.1:31302/31303.
+
+No Celery worker runs here: the test carries out the queued converge itself, when it chooses, so
+that the state in between (the Stop accepted, not yet done) stays on screen long enough to be
+seen. The ORM runs in a helper thread: Playwright's event loop forbids it in the test's thread.
+"""
+
+import threading
+import time
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from instances.models import Instance, PortAllocation, Setting
+from orchestrators import registry
+from orchestrators.base import InstanceSpec
+from tests.browser.test_status_pages import ARTIFACTS, browser  # noqa: F401  (fixture)
+from tests.docker_support import remove_instance_objects
+
+NAME = "bot-t16-live"
+PORT = 31302
+WIDTH = 1400
+
+pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.slow]
+
+
+def in_thread(fn):
+    """Run `fn` (which uses the ORM) outside Playwright's event loop; return its result."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def live_wait_ms() -> int:
+    """How long a page may take to show a change: a few poll intervals, plus a loaded machine."""
+    return int((django_settings.CLAWORC_LIVE_INTERVAL * 5 + 15) * 1000)
+
+
+@pytest.fixture
+def agent(docker_client, agent_image, settings):
+    from orchestrators.docker import DockerOrchestrator
+
+    def cleanup():
+        remove_instance_objects(docker_client, NAME, settings.CLAWORC_DOCKER_CONFIG_DIR)
+
+    cleanup()
+    backend = DockerOrchestrator.from_settings(init=True)
+    observed = backend.ensure(InstanceSpec(name=NAME, image=agent_image, port_chrome=PORT,
+                                           port_terminal=PORT + 1, privileged=False))
+    assert observed.status == "running", observed
+    yield docker_client.containers.get(NAME)
+    cleanup()
+
+
+@pytest.fixture
+def users(transactional_db, agent, agent_image):
+    """An operator (may change instances), a viewer (may only look), and the running row."""
+    def make(name, *codenames):
+        user = get_user_model().objects.create_user(name, password="pw-t16-browser",
+                                                    is_staff=True)
+        user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+        client = Client()
+        client.force_login(user)
+        return {"name": "sessionid", "value": client.cookies["sessionid"].value,
+                "domain": "localhost", "path": "/"}
+
+    Setting.set(registry.SETTING_KEY, "docker")
+    instance = Instance.objects.bulk_create([Instance(
+        name=NAME, display_name="T16 Live", status="running", image=agent_image,
+        status_observed_at=None)])[0]
+    PortAllocation.objects.create(instance=instance, port_chrome=PORT, port_terminal=PORT + 1)
+    registry.clear_cache()
+    return {"operator": make("operator", "view_instance", "change_instance"),
+            "viewer": make("viewer", "view_instance"), "pk": instance.pk}
+
+
+def open_page(browser, live_server, cookie, path):  # noqa: F811
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+    cookie = dict(cookie, domain=live_server.url.split("://")[1].split(":")[0])
+    context.add_cookies([cookie])
+    page = context.new_page()
+    page.set_default_timeout(live_wait_ms())
+    page.goto(f"{live_server.url}{path}")
+    return page
+
+
+def status_of(page) -> str:
+    return page.locator('[data-live-field="status"]').first.inner_text()
+
+
+def test_a_page_left_open_follows_a_stop_clicked_elsewhere_without_a_reload(
+    live_server, users, browser  # noqa: F811
+):
+    ARTIFACTS.mkdir(exist_ok=True)
+    # A viewer leaves the instance's page open: no buttons for them.
+    watcher = open_page(browser, live_server, users["viewer"], f"/instances/{NAME}/")
+    assert status_of(watcher) == "Running"
+    assert watcher.locator('button[name="action"]').count() == 0
+    assert watcher.get_by_role("link", name="Chrome VNC", exact=True).is_visible()
+    # Every status the page shows, in order; and a marker a reload would wipe out.
+    watcher.evaluate("""() => {
+        window.__noReload = true;
+        window.__seen = [];
+        const badge = document.querySelector('[data-live-field="status"]');
+        new MutationObserver(() => window.__seen.push(badge.textContent))
+            .observe(badge, {childList: true, characterData: true, subtree: true});
+    }""")
+
+    # An operator clicks Stop on the status list's row, in another session.
+    operator = open_page(browser, live_server, users["operator"], "/")
+    row = operator.locator(f"#instance-{NAME}")
+    row.get_by_role("button", name="Stop").click()
+    operator.wait_for_url(f"{live_server.url}/")
+    assert "Queued stop of 1 instance" in operator.locator("#messages").inner_text()
+    operator.screenshot(path=str(ARTIFACTS / "live-list-1400.png"), full_page=True)
+
+    accepted = in_thread(lambda: Instance.objects.get(pk=users["pk"]))
+    assert accepted.desired_state == "stopped"
+    transitional = accepted.status != "running"  # a "stopping" status, where the model has one
+    if transitional:
+        label = accepted.get_status_display()
+        watcher.wait_for_function(
+            "label => document.querySelector('[data-live-field=\"status\"]').textContent"
+            " === label", arg=label)
+    # The desired state changes on the open page at once, whatever the status says.
+    watcher.wait_for_function(
+        "() => document.querySelector('[data-live-field=\"desired\"]').textContent"
+        " === 'Stopped'")
+
+    # The worker's part, now: the converge that was queued.
+    from instances import tasks
+
+    in_thread(lambda: tasks.reconcile_instance.apply(args=[users["pk"]]).get())
+    watcher.wait_for_function(
+        "() => document.querySelector('[data-live-field=\"status\"]').textContent"
+        " === 'Stopped'")
+    seen = watcher.evaluate("window.__seen")
+    assert watcher.evaluate("window.__noReload") is True
+    assert seen[-1] == "Stopped"
+    if transitional:
+        assert seen.index(label) < seen.index("Stopped"), seen
+    # Stopped: the desktop links are gone, Start is offered to the operator.
+    assert not watcher.get_by_role("link", name="Chrome VNC", exact=True).is_visible()
+    assert "not running" in watcher.locator("#controls").inner_text()
+    operator.wait_for_function(
+        f"() => !document.querySelector('#instance-{NAME} button[value=\"start\"]').hidden")
+    assert operator.locator(f"#instance-{NAME} button[value='stop']").is_hidden()
+    assert not row.get_by_role("link", name="Chrome VNC").is_visible()
+    watcher.screenshot(path=str(ARTIFACTS / "live-instance-1400.png"), full_page=True)
+
+    # The Start button brings it back (the converge again run here).
+    row.get_by_role("button", name="Start", exact=True).click()
+    operator.wait_for_url(f"{live_server.url}/")
+    in_thread(lambda: tasks.reconcile_instance.apply(args=[users["pk"]]).get())
+    watcher.wait_for_function(
+        "() => document.querySelector('[data-live-field=\"status\"]').textContent"
+        " === 'Running'")
+    watcher.get_by_role("link", name="Chrome VNC", exact=True).wait_for(state="visible")
+
+
+def test_a_followed_log_shows_a_line_written_after_the_page_opened(
+    live_server, users, agent, browser  # noqa: F811
+):
+    page = open_page(browser, live_server, users["operator"], f"/instances/{NAME}/")
+    page.get_by_role("button", name="Follow").click()
+    page.wait_for_selector('#log[data-following="yes"]')
+    line = f"written-after-the-page-opened-{time.monotonic_ns()}"
+    assert line not in page.locator("#log-text").inner_text()
+    agent.exec_run(["sh", "-c", f"echo {line} > /proc/1/fd/1"])
+    page.wait_for_function(
+        "line => document.getElementById('log-text').textContent.includes(line)", arg=line)
+    assert "following" in page.locator("#log-state").inner_text()
+    # Download: the last lines as a file.
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download last").click()
+    path = download.value.path()
+    assert download.value.suggested_filename == f"{NAME}-log.txt"
+    assert line in open(path).read()
+
+
+def test_admin_pages_fit_1400_px_with_their_controls(live_server, users, browser):  # noqa: F811
+    ARTIFACTS.mkdir(exist_ok=True)
+    superuser = in_thread(lambda: _superuser_cookie())
+    page = open_page(browser, live_server, superuser, "/admin/instances/instance/")
+    assert page.title().endswith("| Claworc")
+    row = page.locator("#result_list tbody tr").first
+    assert "Running" in row.inner_text()
+    assert row.get_by_role("link", name="Chrome VNC").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    # Every column is in view: the results table needs no sideways scrolling of its own.
+    assert page.evaluate("(() => { const r = document.querySelector('#changelist .results');"
+                         " return r.scrollWidth <= r.clientWidth; })()")
+    page.screenshot(path=str(ARTIFACTS / "admin-changelist-1400.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/instances/instance/{users['pk']}/change/")
+    tools = page.locator(".claworc-tools")
+    for name in ("Stop", "Restart", "Recreate"):
+        assert tools.get_by_role("button", name=name, exact=True).is_visible()
+    assert tools.get_by_role("button", name="Start", exact=True).is_hidden()
+    assert tools.get_by_role("link", name="Open Chrome").first.is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    page.screenshot(path=str(ARTIFACTS / "admin-change-1400.png"), full_page=True)
+
+    # The buttons work from here too, and the page follows the result without a reload.
+    tools.get_by_role("button", name="Restart").click()
+    page.wait_for_url("**/change/")
+    assert "Queued restart of 1 instance" in page.locator(".messagelist").inner_text()
+
+
+def _superuser_cookie():
+    user = get_user_model().objects.create_superuser("boss", password="pw-t16-browser")
+    client = Client()
+    client.force_login(user)
+    return {"name": "sessionid", "value": client.cookies["sessionid"].value,
+            "domain": "localhost", "path": "/"}
