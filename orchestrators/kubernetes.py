@@ -1154,8 +1154,10 @@ class KubernetesOrchestrator(Orchestrator):
         return [e for e in listed.get("items") or [] if e.get("type") == "Warning"]
 
     def status_all(self) -> dict[str, Observed]:
-        """Two list calls, Deployments then Pods, both by the managed-by label; a third, the
-        namespace's Warning events, only when an instance has no ready Pod (to say why).
+        """Two list calls, Deployments then Pods, both by the managed-by label; then, when an
+        instance is meant to run, one each for its Services, Secrets and ConfigMaps (an instance
+        that lost one is left out, for repair); and the namespace's Warning events only when an
+        instance has no ready Pod (to say why). Never a call per instance.
 
         Pods alone cannot tell a stopped instance (scaled to 0, no Pods) from none at all.
         """
@@ -1166,12 +1168,40 @@ class KubernetesOrchestrator(Orchestrator):
         for pod in pods:
             by_instance.setdefault(pod["metadata"]["labels"][LABEL_INSTANCE], []).append(pod)
         named = [(d["metadata"]["labels"][LABEL_INSTANCE], d) for d in deployments]
+        incomplete = self._incomplete(named)
+        named = [(name, d) for name, d in named if name not in incomplete]
         events = []
         if any(needs_events(d, by_instance.get(name, [])) for name, d in named):
             events = self._warnings()
         return {name: observe(name, deployment, by_instance.get(name, []), events,
                               namespace=self.namespace)
                 for name, deployment in named}
+
+    def _incomplete(self, named: list[tuple[str, dict]]) -> set[str]:
+        """Instances meant to run whose Service, Secret or ConfigMap is gone (removed outside
+        Claworc), from one list call per kind.
+
+        status_all leaves them out, so the reconciler sees their workload missing and ensure
+        recreates just what is gone; the Deployment, unchanged, keeps its Pod.
+        """
+        running = [name for name, d in named if (d.get("spec") or {}).get("replicas", 1) != 0]
+        if not running:
+            return set()
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+        have = {}
+        for kind in (self._service, self._secret, self._config_map):
+            have[kind.label] = {o["metadata"]["name"] for o in self._list(kind, managed)
+                                if is_managed(o)}
+        incomplete = set()
+        for name in running:
+            gone = [f"{label} {fn(name)}" for label, fn in (
+                ("Service", service_name), ("Secret", secret_name),
+                ("ConfigMap", config_map_name)) if fn(name) not in have[label]]
+            if gone:
+                log.warning("instance %s lost %s outside Claworc; reporting it for repair", name,
+                            " and ".join(gone))
+                incomplete.add(name)
+        return incomplete
 
     def volumes_all(self) -> dict[str, list[str]]:
         """Every PVC labeled managed-by=claworc, by instance, from ONE list call."""

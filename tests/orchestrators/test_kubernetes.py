@@ -295,6 +295,9 @@ def test_status_all_two_list_calls_filtered_client_side(kube_api, orch):
     assert [(m, p) for m, p, _ in calls] == [
         ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments"),
         ("GET", f"/api/v1/namespaces/{NS}/pods"),
+        ("GET", f"/api/v1/namespaces/{NS}/services"),
+        ("GET", f"/api/v1/namespaces/{NS}/secrets"),
+        ("GET", f"/api/v1/namespaces/{NS}/configmaps"),
     ]
     assert all(q["labelSelector"] == "managed-by=claworc" for _, _, q in calls)
     assert set(result) == {"bot-k8s", "bot-two", "bot-three"}

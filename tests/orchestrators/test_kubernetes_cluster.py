@@ -392,3 +392,36 @@ def test_out_of_memory_kill_is_named(kube_api, orch):
     assert observed.status is Status.ERROR and observed.exit_code == 137
     assert "killed for running out of memory (OOMKilled, memory limit 4Gi)" in observed.message
     assert "raise the instance's memory limit" in observed.message
+
+
+@pytest.mark.parametrize(("resource", "name"), [
+    ("services", "bot-k8s-vnc"), ("secrets", "bot-k8s-keys"), ("configmaps", "bot-k8s-config"),
+])
+def test_a_service_secret_or_configmap_removed_outside_is_seen_and_repaired(
+        kube_api, orch, resource, name):
+    orch.ensure(make_spec())
+    orch.ensure(make_spec("bot-other", port_chrome=30102, port_terminal=30103))
+    [pod] = kube_api.controller.settle("bot-k8s")
+    kube_api.controller.settle("bot-other")
+    assert set(orch.status_all()) == {"bot-k8s", "bot-other"}
+    core = client.CoreV1Api(kube_api.api_client())
+    getattr(core, {"services": "delete_namespaced_service", "secrets": "delete_namespaced_secret",
+                   "configmaps": "delete_namespaced_config_map"}[resource])(name, NS)
+
+    # Left out, so reconcile_all sees the workload missing and runs ensure.
+    assert set(orch.status_all()) == {"bot-other"}
+    orch.ensure(make_spec())
+    assert kube_api.stored(f"v1/{resource}", name) is not None
+    assert set(orch.status_all()) == {"bot-k8s", "bot-other"}
+    # Only what was gone is made again: the Pod was not replaced.
+    assert [p["metadata"]["name"] for p in kube_api.controller.settle("bot-k8s")] == [
+        pod["metadata"]["name"]]
+
+
+def test_a_stopped_instance_costs_no_extra_list_calls(kube_api, orch):
+    orch.ensure(make_spec())
+    orch.stop("bot-k8s")
+    before = len(kube_api.requests())
+    assert orch.status_all()["bot-k8s"].status is Status.STOPPED
+    assert [p.rsplit("/", 1)[-1] for _, p, _ in kube_api.requests()[before:]] == [
+        "deployments", "pods"]
