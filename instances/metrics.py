@@ -34,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .models import Instance, InstanceUsage
+from .models import ImagePull, Instance, InstanceUsage
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -112,12 +112,40 @@ class DatabaseCollector:
                     family.add_metric([name], value)
         yield from (cpu, memory, limit, volumes)
 
+        yield from _pull_metrics(now)
+
         last = InstanceUsage.objects.aggregate(last=Max("sampled_at"))["last"]
         if last is not None:
             yield GaugeMetricFamily(
                 "claworc_usage_sample_age_seconds",
                 "Seconds since the worker last sampled resource usage.",
                 value=(now - last).total_seconds())
+
+
+def _pull_metrics(now):
+    """Image pulls: how many in each state, and the progress of those under way."""
+    states = GaugeMetricFamily("claworc_image_pulls", "Image pulls by state.",
+                               labels=["state"])
+    counts = dict(ImagePull.objects.order_by().values_list("state").annotate(n=Count("pk")))
+    for state in ImagePull.State.values:
+        states.add_metric([state], counts.get(state, 0))
+    yield states
+    done = GaugeMetricFamily("claworc_image_pull_bytes_done",
+                             "Bytes downloaded so far by a pull under way.", labels=["image"])
+    total = GaugeMetricFamily("claworc_image_pull_bytes_total",
+                              "Bytes a pull under way downloads (grows as layers start).",
+                              labels=["image"])
+    age = GaugeMetricFamily("claworc_image_pull_heartbeat_age_seconds",
+                            "Seconds since a pull under way last reported progress.",
+                            labels=["image"])
+    active = ImagePull.objects.filter(
+        state__in=[ImagePull.State.QUEUED, ImagePull.State.PULLING],
+    ).values_list("image", "bytes_done", "bytes_total", "heartbeat_at", "requested_at")
+    for image, got, size, beat, requested in active:
+        done.add_metric([image], got)
+        total.add_metric([image], size)
+        age.add_metric([image], (now - (beat or requested)).total_seconds())
+    yield from (done, total, age)
 
 
 def exposition() -> bytes:
@@ -153,3 +181,4 @@ def metrics_view(request):
             response["WWW-Authenticate"] = 'Bearer realm="claworc-metrics"'
             return response
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+

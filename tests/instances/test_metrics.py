@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from instances import tasks
-from instances.models import Instance, InstanceUsage
+from instances.models import ImagePull, Instance, InstanceUsage
 from orchestrators.registry import override
 from tests.fakes import FakeOrchestrator, eager_tasks
 
@@ -107,8 +107,8 @@ def test_a_staff_session_may_scrape_and_the_query_count_stays_flat(
     InstanceUsage.objects.bulk_create(
         InstanceUsage(instance=inst, sampled_at=timezone.now(), cpu_cores=0.25,
                       memory_bytes=300 * 2**20) for inst in Instance.objects.all())
-    # session, user, counts, owed work, usage rows, last sample
-    with django_assert_max_num_queries(6):
+    # session, user, counts, owed work, usage rows, pulls by state, pulls under way, last sample
+    with django_assert_max_num_queries(8):
         samples = parse(client.get(URL))
     assert value(samples, "claworc_instances", status="running", desired_state="running") == 150
     assert len(samples["claworc_instance_cpu_cores"]) == 150
@@ -162,3 +162,17 @@ def test_durations_measured_in_a_worker_process_reach_the_scrape(tmp_path, monke
     assert value(samples, "claworc_converge_duration_seconds_count") == 2
     assert value(samples, "claworc_converge_duration_seconds_sum") == pytest.approx(7.3)
     assert value(samples, "claworc_converge_duration_seconds_bucket", le="0.5") == 1
+
+
+def test_pull_progress_of_the_pulls_under_way(client, staff):
+    ImagePull.objects.create(image="agent:2", state="pulling", bytes_done=4_000_000,
+                             bytes_total=16_000_000, heartbeat_at=timezone.now())
+    ImagePull.objects.create(image="agent:1", state="done", bytes_done=9, bytes_total=9)
+    samples = parse(client.get(URL))
+    assert value(samples, "claworc_image_pulls", state="pulling") == 1
+    assert value(samples, "claworc_image_pulls", state="done") == 1
+    assert value(samples, "claworc_image_pulls", state="error") == 0
+    assert value(samples, "claworc_image_pull_bytes_done", image="agent:2") == 4_000_000
+    assert value(samples, "claworc_image_pull_bytes_total", image="agent:2") == 16_000_000
+    assert value(samples, "claworc_image_pull_heartbeat_age_seconds", image="agent:2") < 60
+    assert "agent:1" not in str(samples["claworc_image_pull_bytes_done"])
