@@ -9,12 +9,15 @@ import json
 from django.core.exceptions import ImproperlyConfigured
 
 
-def env_int(env, name: str, default: int) -> int:
+def env_int(env, name: str, default: int, *, minimum: int | None = None) -> int:
     raw = env.str(name, default=str(default))
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def port_range(env) -> tuple[int, int]:

@@ -136,28 +136,32 @@ CLAWORC_K8S_NODE_PORT_RANGE = node_port_range(env)
 CLAWORC_K8S_SEED_VOLUMES = env_bool(env, "CLAWORC_K8S_SEED_VOLUMES", True)
 # Fernet keys for API keys at rest, comma-separated, newest first (MultiFernet rotation).
 CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="")
-CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30)
-CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600)
+# Minimums: zero or a negative value would make every lease born expired (two workers holding
+# the same one), every "creating" instance time out at once, or beat spin.
+CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30, minimum=1)
+CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600, minimum=10)
 # Hard time limit (seconds) of one orchestration task; a per-instance lease lasts 10 s longer.
-CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300)
+CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300, minimum=5)
+# Days the Activity log and orphan records are kept (a housekeeping task deletes older ones).
+CLAWORC_RETENTION_DAYS = env_int(env, "CLAWORC_RETENTION_DAYS", 90, minimum=1)
 # Time limit (seconds) of one image pull: pulls are their own tasks, not bound by the one above.
-CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600)
+CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600, minimum=10)
 # Instances recreated at a time by "Update image" (the default of its confirmation form).
-CLAWORC_ROLLOUT_BATCH_SIZE = env_int(env, "CLAWORC_ROLLOUT_BATCH_SIZE", 2)
+CLAWORC_ROLLOUT_BATCH_SIZE = env_int(env, "CLAWORC_ROLLOUT_BATCH_SIZE", 2, minimum=1)
 
 # --- Operator pages, usage, /metrics ----------------------------------------------------------
 # Seconds between two polls of the live status endpoint by an open page.
-CLAWORC_LIVE_INTERVAL = env_int(env, "CLAWORC_LIVE_INTERVAL", 2)
+CLAWORC_LIVE_INTERVAL = env_int(env, "CLAWORC_LIVE_INTERVAL", 2, minimum=1)
 # Seconds between two resource-usage samples (Celery beat), and the daemon/API calls one sample
 # may make; volume sizes (one more call) are read at most every CLAWORC_USAGE_VOLUME_INTERVAL s.
-CLAWORC_USAGE_INTERVAL = env_int(env, "CLAWORC_USAGE_INTERVAL", 30)
-CLAWORC_USAGE_MAX_CALLS = env_int(env, "CLAWORC_USAGE_MAX_CALLS", 20)
-CLAWORC_USAGE_VOLUME_INTERVAL = env_int(env, "CLAWORC_USAGE_VOLUME_INTERVAL", 600)
+CLAWORC_USAGE_INTERVAL = env_int(env, "CLAWORC_USAGE_INTERVAL", 30, minimum=1)
+CLAWORC_USAGE_MAX_CALLS = env_int(env, "CLAWORC_USAGE_MAX_CALLS", 20, minimum=1)
+CLAWORC_USAGE_VOLUME_INTERVAL = env_int(env, "CLAWORC_USAGE_VOLUME_INTERVAL", 600, minimum=1)
 # A followed log: the last CLAWORC_LOG_FOLLOW_LINES lines, then new ones, for at most
 # CLAWORC_LOG_FOLLOW_SECONDS per connection. Downloads take at most CLAWORC_LOG_DOWNLOAD_LINES.
-CLAWORC_LOG_FOLLOW_LINES = env_int(env, "CLAWORC_LOG_FOLLOW_LINES", 200)
-CLAWORC_LOG_FOLLOW_SECONDS = env_int(env, "CLAWORC_LOG_FOLLOW_SECONDS", 300)
-CLAWORC_LOG_DOWNLOAD_LINES = env_int(env, "CLAWORC_LOG_DOWNLOAD_LINES", 10000)
+CLAWORC_LOG_FOLLOW_LINES = env_int(env, "CLAWORC_LOG_FOLLOW_LINES", 200, minimum=0)
+CLAWORC_LOG_FOLLOW_SECONDS = env_int(env, "CLAWORC_LOG_FOLLOW_SECONDS", 300, minimum=1)
+CLAWORC_LOG_DOWNLOAD_LINES = env_int(env, "CLAWORC_LOG_DOWNLOAD_LINES", 10000, minimum=1)
 # Bearer token a Prometheus scrape of /metrics presents; empty: staff sessions only.
 CLAWORC_METRICS_TOKEN = env.str("CLAWORC_METRICS_TOKEN", default="")
 
@@ -171,15 +175,16 @@ CLAWORC_DESKTOP_ACCESS = env_choice(env, "CLAWORC_DESKTOP_ACCESS", "ports", DESK
 CLAWORC_DOCKER_NETWORK = env.str("CLAWORC_DOCKER_NETWORK", default="")
 # Where the dashboard reaches published ports when no network is shared (the host itself).
 CLAWORC_DESKTOP_UPSTREAM_HOST = env.str("CLAWORC_DESKTOP_UPSTREAM_HOST", default="127.0.0.1")
-CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER = env_int(env, "CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER", 4)
+CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER = env_int(
+    env, "CLAWORC_DESKTOP_MAX_SESSIONS_PER_USER", 4, minimum=1)
 # Seconds to open the upstream connection (TCP + websocket handshake) or fetch a page.
-CLAWORC_DESKTOP_CONNECT_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_CONNECT_TIMEOUT", 10)
+CLAWORC_DESKTOP_CONNECT_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_CONNECT_TIMEOUT", 10, minimum=1)
 # Seconds between keepalive pings to the instance; no pong within as long closes the session.
-CLAWORC_DESKTOP_PING_INTERVAL = env_int(env, "CLAWORC_DESKTOP_PING_INTERVAL", 20)
+CLAWORC_DESKTOP_PING_INTERVAL = env_int(env, "CLAWORC_DESKTOP_PING_INTERVAL", 20, minimum=1)
 # Seconds between re-checks of an open session: permission still held, instance still running.
-CLAWORC_DESKTOP_CHECK_INTERVAL = env_int(env, "CLAWORC_DESKTOP_CHECK_INTERVAL", 15)
+CLAWORC_DESKTOP_CHECK_INTERVAL = env_int(env, "CLAWORC_DESKTOP_CHECK_INTERVAL", 15, minimum=1)
 # Seconds without any traffic after which a session is closed (0: never).
-CLAWORC_DESKTOP_IDLE_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_IDLE_TIMEOUT", 3600)
+CLAWORC_DESKTOP_IDLE_TIMEOUT = env_int(env, "CLAWORC_DESKTOP_IDLE_TIMEOUT", 3600, minimum=0)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's SQLAlchemy transport on a SQLite file.

@@ -4,6 +4,7 @@ No action, save or delete here talks to Docker or Kubernetes: services change th
 and enqueue tasks that run in the Celery worker.
 """
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -17,8 +18,9 @@ from django.utils.html import format_html, format_html_join
 
 from instances import services
 from instances.services import rollouts
+from orchestrators import registry
 
-from . import admin_keys  # noqa: F401  the global API keys page
+from . import admin_keys, keys  # noqa: F401  admin_keys: the global API keys page
 from .admin_keys import InstanceApiKeysAdminMixin
 from .admin_live import LIVE_COLUMNS, InstanceLiveAdminMixin
 from .controls import vnc_links
@@ -48,8 +50,30 @@ class PortAllocationInline(admin.TabularInline):
         return False
 
 
+def _vnc_link(url: str, port: int):
+    return format_html('<a href="{0}" target="_blank" rel="noopener">{1}</a>', url, port)
+
+
+class NulSafeChangelistMixin:
+    """Odd query strings give a normal page: PostgreSQL refuses a NUL character in any string it
+    is sent, so a filter or search holding one is dropped (and said so) instead of failing."""
+
+    def get_changelist_instance(self, request):
+        bad = sorted({key for key, values in request.GET.lists()
+                      if "\x00" in key or any("\x00" in v for v in values)})
+        if bad:
+            query = request.GET.copy()
+            for key in bad:
+                del query[key]
+            request.GET = query
+            self.message_user(request, "Ignored a filter or search holding a NUL character.",
+                              messages.WARNING)
+        return super().get_changelist_instance(request)
+
+
 @admin.register(Instance)
-class InstanceAdmin(InstanceLiveAdminMixin, InstanceApiKeysAdminMixin, admin.ModelAdmin):
+class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiKeysAdminMixin,
+                    admin.ModelAdmin):
     form = InstanceAdminForm  # write-only API key overrides, shown masked
     list_display = [*LIVE_COLUMNS, "image_column"]  # live columns: admin_live.py
     list_filter = ["status", "desired_state"]
@@ -266,31 +290,7 @@ class InstanceAdmin(InstanceLiveAdminMixin, InstanceApiKeysAdminMixin, admin.Mod
         return None
 
 
-@admin.register(PortAllocation)
-class PortAllocationAdmin(admin.ModelAdmin):
-    list_display = ["instance", "port_chrome", "port_terminal"]
-    list_select_related = ["instance"]
-    search_fields = ["instance__name"]
-
-
-@admin.register(Setting)
-class SettingAdmin(admin.ModelAdmin):
-    list_display = ["key", "shown_value", "updated_at"]
-    search_fields = ["key"]
-
-    def get_queryset(self, request):
-        # Global API keys have their own page (admin_keys.py), registry credentials their own
-        # command (set_registry_credentials); no ciphertext in a textarea.
-        return super().get_queryset(request).exclude(key__startswith="api_key:").exclude(
-            key__startswith=REGISTRY_AUTH_PREFIX)
-
-    @admin.display(description="Value")
-    def shown_value(self, obj):
-        # Global API keys are stored encrypted; never echo even the ciphertext.
-        return "(encrypted)" if obj.key.startswith("api_key:") else obj.value
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(NulSafeChangelistMixin, admin.ModelAdmin):
     """Records written by the system: viewable, never edited by hand."""
 
     def has_add_permission(self, request):
@@ -298,6 +298,69 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(PortAllocation)
+class PortAllocationAdmin(ReadOnlyAdmin):
+    """Port pairs are allocated and freed with their instance only: an edited pair would leave
+    VNC links pointing nowhere and a running container on the old ports."""
+
+    list_display = ["instance", "port_chrome", "port_terminal", "chrome_vnc", "terminal_vnc"]
+    list_select_related = ["instance"]
+    search_fields = ["instance__name"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Chrome VNC")
+    def chrome_vnc(self, obj):
+        return _vnc_link(obj.chrome_vnc_url, obj.port_chrome)
+
+    @admin.display(description="Terminal VNC")
+    def terminal_vnc(self, obj):
+        return _vnc_link(obj.terminal_vnc_url, obj.port_terminal)
+
+
+class SettingForm(forms.ModelForm):
+    class Meta:
+        model = Setting
+        fields = ["key", "value"]
+
+    def clean_key(self):
+        key = self.cleaned_data["key"].strip()
+        if key.startswith(keys.GLOBAL_PREFIX):
+            # Stored here in plain text, such a row would fail every instance using the key
+            # ("cannot be decrypted"): keys are entered on their own, encrypting page.
+            raise forms.ValidationError(
+                "API keys are entered on the Global API keys page, which stores them encrypted; "
+                "they cannot be added here.")
+        if key.startswith(REGISTRY_AUTH_PREFIX):
+            raise forms.ValidationError(
+                "Registry credentials are stored encrypted by `manage.py "
+                "set_registry_credentials`; they cannot be added here.")
+        return key
+
+    def clean(self):
+        cleaned = super().clean()
+        key, value = cleaned.get("key"), cleaned.get("value", "")
+        if key == registry.SETTING_KEY and value.strip().lower() not in (
+                *registry.BACKENDS, registry.AUTO, registry.NONE):
+            self.add_error("value", f"{registry.SETTING_KEY} is one of: "
+                           f"{', '.join((*registry.BACKENDS, registry.AUTO))}.")
+        return cleaned
+
+
+@admin.register(Setting)
+class SettingAdmin(NulSafeChangelistMixin, admin.ModelAdmin):
+    form = SettingForm
+    list_display = ["key", "value", "updated_at"]
+    search_fields = ["key"]
+
+    def get_queryset(self, request):
+        # Global API keys have their own page (admin_keys.py), registry credentials their own
+        # command (set_registry_credentials); no ciphertext in a textarea.
+        return super().get_queryset(request).exclude(key__startswith=keys.GLOBAL_PREFIX).exclude(
+            key__startswith=REGISTRY_AUTH_PREFIX)
 
 
 @admin.register(Activity)

@@ -12,6 +12,31 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import key_services, keys
 from .models import Instance
+from .validators import parse_config_text
+
+
+class ConfigField(forms.JSONField):
+    """clawdbot.json as text: strict JSON (no NaN/Infinity), bounded before it is parsed, and
+    an empty input meaning `{}`. Whatever is typed gives a form error, never a server error."""
+
+    def to_python(self, value):
+        if self.disabled:
+            return value
+        if value in self.empty_values:
+            return {}
+        if isinstance(value, str):
+            return parse_config_text(value)
+        return value
+
+    def bound_data(self, data, initial):
+        if self.disabled:
+            return initial
+        if data is None:
+            return None
+        try:
+            return parse_config_text(data)
+        except forms.ValidationError:
+            return forms.fields.InvalidJSONInput(data)
 
 RESTART_HELP = (
     "Keys are write-only: leave an input empty to keep the stored key. Saving a changed key "
@@ -87,8 +112,19 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
             "storage_chrome", "clawdbot_config", "desired_state",
         ]
 
+    clawdbot_config = ConfigField(
+        label="Clawdbot config", required=False, initial=dict,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "class": "vLargeTextField"}),
+        help_text="The instance's clawdbot.json, a JSON object. Secret-looking values are shown "
+        "masked (****abcd): leave a mask as it is to keep the stored value.",
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.instance.pk and "clawdbot_config" in self.fields:
+            # Secrets in the config are shown as on the status page: masked, never in clear.
+            self.initial["clawdbot_config"] = keys.mask_secrets(
+                self.instance.clawdbot_config or {})
         globals_ = keys.global_key_display()
         overrides = (keys.override_display(self.instance) if self.instance.pk
                      else {name: keys.KeyDisplay() for name in keys.KEY_NAMES})
@@ -111,6 +147,12 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
                 str(own) or "empty: use the global key")
             if clear_field(name) in self.fields and not own.is_set:
                 self.fields[clear_field(name)].disabled = True
+
+    def clean_clawdbot_config(self):
+        value = self.cleaned_data.get("clawdbot_config")
+        if self.instance.pk:
+            value = keys.unmask_secrets(value, self.instance.clawdbot_config)
+        return value
 
     def save_api_keys(self, *, actor: str, reconcile: bool = True) -> list[str]:
         """Apply the entered overrides (after the instance is saved); the changed names."""

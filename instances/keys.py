@@ -11,6 +11,7 @@ environment) and `mask()`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -128,6 +129,59 @@ def mask(value: str) -> str:
     return "****" + value[-4:] if len(value) >= MASK_MIN_LENGTH else "****"
 
 
+# --- Secrets inside clawdbot.json ---------------------------------------------------------------
+
+_SECRET_KEY_RE = re.compile(
+    r"(api[_-]?key|apikey|token|secret|passw(or)?d|credential|private[_-]?key|auth|cookie|"
+    r"session)", re.IGNORECASE,
+)
+# Well-known token shapes, masked wherever they appear (Anthropic/OpenAI, Slack, GitHub, AWS).
+_SECRET_VALUE_RE = re.compile(r"^(sk-|xox[abpr]-|gh[pousr]_|github_pat_|AKIA)[A-Za-z0-9_\-]{6,}")
+MASK_PREFIX = "****"
+
+
+def _secret_looking(value: str, key: str) -> bool:
+    return bool(value) and bool(_SECRET_KEY_RE.search(key) or _SECRET_VALUE_RE.match(value))
+
+
+def mask_secrets(value, key: str = ""):
+    """A copy of a JSON value with every secret-looking string masked like the admin does."""
+    try:
+        return _mask_tree(value, key)
+    except RecursionError:  # stored before depth was bounded: show nothing rather than fail
+        return {"(hidden)": "the config is nested too deeply to display"}
+
+
+def _mask_tree(value, key: str):
+    if isinstance(value, dict):
+        return {k: _mask_tree(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_tree(v, key) for v in value]
+    if isinstance(value, str) and _secret_looking(value, key):
+        return mask(value)
+    return value
+
+
+def unmask_secrets(submitted, stored, key: str = ""):
+    """`submitted` with each masked value that is still as shown replaced by the stored secret.
+
+    The admin shows clawdbot.json masked; saving the form unchanged must keep the secrets, and a
+    value typed over a mask replaces it.
+    """
+    if isinstance(submitted, dict):
+        stored = stored if isinstance(stored, dict) else {}
+        return {k: unmask_secrets(v, stored.get(k), str(k)) for k, v in submitted.items()}
+    if isinstance(submitted, list):
+        stored = stored if isinstance(stored, list) else []
+        return [unmask_secrets(v, stored[i] if i < len(stored) else None, key)
+                for i, v in enumerate(submitted)]
+    if (isinstance(submitted, str) and submitted.startswith(MASK_PREFIX)
+            and isinstance(stored, str) and _secret_looking(stored, key)
+            and mask(stored) == submitted):
+        return stored
+    return submitted
+
+
 # --- Globals (Setting rows `api_key:<ENV_NAME>`) ------------------------------------------------
 
 def _global_tokens() -> dict[str, str]:
@@ -201,8 +255,13 @@ def effective_env(instance: Instance) -> dict[str, str]:
     Raises UnreadableKey (a FinalError) instead of silently dropping a key: a container
     recreated without its key would look healthy and fail at its first LLM call.
     """
-    env = get_global_keys(strict=True)
-    env.update(get_overrides(instance))
+    overrides = get_overrides(instance)
+    env = {}
+    for name, token in _global_tokens().items():
+        # A global the instance overrides is not used: unreadable or not, it cannot matter.
+        if name not in overrides:
+            env[name] = decrypt(token, where=f"The global {name}")
+    env.update(overrides)
     return env
 
 

@@ -12,8 +12,10 @@ from django.utils.text import slugify
 
 from .validators import (
     NAME_MAX_LENGTH,
+    resource_errors,
     validate_config,
     validate_cpu,
+    validate_image,
     validate_instance_name,
     validate_size,
 )
@@ -138,6 +140,40 @@ class Instance(models.Model):
                 validate_instance_name(self.name)
             except ValidationError as exc:
                 raise ValidationError({"display_name": exc.messages}) from None
+        errors: dict[str, list[str]] = {}
+        try:
+            validate_image(self.image)
+        except ValidationError as exc:
+            errors["image"] = exc.messages
+        from orchestrators.registry import host_cpus
+
+        for field, message in resource_errors(
+            cpu_request=self.cpu_request, cpu_limit=self.cpu_limit,
+            memory_request=self.memory_request, memory_limit=self.memory_limit,
+            host_cpus=host_cpus(),
+        ).items():
+            errors.setdefault(field, []).append(message)
+        if errors:
+            raise ValidationError(errors)
+
+    def clean_fields(self, exclude=None):
+        # The config is checked first, by an iterative walk: JSONField's own check serialises
+        # it recursively (a deep one fails with RecursionError), and its validators skip the
+        # "empty" values null and [].
+        exclude = set(exclude or ())
+        errors: dict[str, list[str]] = {}
+        if "clawdbot_config" not in exclude:
+            try:
+                validate_config(self.clawdbot_config)
+            except ValidationError as exc:
+                errors["clawdbot_config"] = exc.messages
+            exclude.add("clawdbot_config")
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+        if errors:
+            raise ValidationError(errors)
 
     @classmethod
     def from_db(cls, db, field_names, values):

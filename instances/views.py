@@ -12,7 +12,6 @@ import functools
 import importlib.metadata
 import json
 import logging
-import re
 import time
 
 from django import forms
@@ -32,6 +31,7 @@ from orchestrators import registry
 from orchestrators.base import OrchestratorError
 
 from . import keys
+from .keys import mask_secrets
 from .models import Instance
 from .usage import usage_display
 
@@ -54,16 +54,25 @@ except importlib.metadata.PackageNotFoundError:  # running from a plain checkout
     VERSION = "unknown"
 
 
-def staff_required(view):
-    """Anonymous users go to the admin login; signed-in users who are not staff get 403."""
+VIEW_PERMISSION = "instances.view_instance"
+
+
+def can_view_instances(user) -> bool:
+    """Staff with the permission the admin asks for to show instances (superusers have all)."""
+    return bool(user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION))
+
+
+def view_permission_required(view):
+    """Anonymous users go to the admin login; signed-in users without `view_instance` get 403,
+    as the admin's own instance pages give them."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path(), reverse("admin:login"))
-        if not (user.is_active and user.is_staff):
-            raise PermissionDenied("Staff only.")
+        if not can_view_instances(user):
+            raise PermissionDenied("Viewing instances needs the 'Can view instance' permission.")
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -107,7 +116,7 @@ def status_summary() -> tuple[int, list[tuple[str, int, str]]]:
 
 
 @never_cache
-@staff_required
+@view_permission_required
 def instance_list(request):
     """One page of instances (PAGE_SIZE rows), searchable and filterable: the same cost at any
     fleet size. Queries: the summary aggregate, the filtered count, the page."""
@@ -136,7 +145,7 @@ def instance_list(request):
 
 
 @never_cache
-@staff_required
+@view_permission_required
 def instance_detail(request, name):
     instance = get_object_or_404(Instance.objects.select_related("ports", "usage"), name=name)
     backend = registry.current_backend_name()
@@ -218,49 +227,37 @@ def _api_keys(instance: Instance) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-_SECRET_KEY_RE = re.compile(
-    r"(api[_-]?key|apikey|token|secret|passw(or)?d|credential|private[_-]?key|auth|cookie|"
-    r"session)", re.IGNORECASE,
-)
-# Well-known token shapes, masked wherever they appear (Anthropic/OpenAI, Slack, GitHub, AWS).
-_SECRET_VALUE_RE = re.compile(r"^(sk-|xox[abpr]-|gh[pousr]_|github_pat_|AKIA)[A-Za-z0-9_\-]{6,}")
-
-
-def mask_secrets(value, key: str = ""):
-    """A copy of a JSON value with every secret-looking string masked like the admin does."""
-    if isinstance(value, dict):
-        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    if isinstance(value, str) and value:
-        if _SECRET_KEY_RE.search(key) or _SECRET_VALUE_RE.match(value):
-            return keys.mask(value)
-    return value
-
-
 @never_cache
 def health(request):
-    """JSON status: 200 when the database answers, 503 when it does not. No secrets."""
+    """JSON status: 200 when the database answers, 503 when it does not. No secrets.
+
+    Anyone (a load balancer) gets the status, the backend's name and whether it is reachable;
+    the details (daemon version, addresses, paths, database vendor, Claworc's version) only
+    signed-in staff. Nothing is stored: a detection run here is not persisted.
+    """
     database, db_ok = _database_state()
     if db_ok:
-        check = registry.check(timeout=ORCHESTRATOR_TIMEOUT)
+        check = registry.check(timeout=ORCHESTRATOR_TIMEOUT, persist=False)
         backend = check.backend
     else:
         # The stored choice is in the database: report what this process last used.
         backend = registry.last_known_backend_name()
         check = registry.Check(backend, False, "not checked: the database is unavailable")
     status = "ok" if db_ok and check.reachable else ("degraded" if db_ok else "error")
-    return JsonResponse(
-        {
-            "status": status,
-            "orchestrator_backend": backend,
-            "orchestrator": {"reachable": check.reachable, "detail": check.detail},
-            "database": database,
-            "version": VERSION,
-            "uptime_seconds": round(time.monotonic() - _STARTED, 1),
-        },
-        status=200 if db_ok else 503,
-    )
+    body = {
+        "status": status,
+        "orchestrator_backend": backend,
+        "orchestrator": {"reachable": check.reachable},
+        "database": {"ok": db_ok},
+    }
+    user = getattr(request, "user", None)
+    # With the database down no session can be read: the details stay hidden.
+    if db_ok and user is not None and user.is_active and user.is_staff:
+        body["orchestrator"]["detail"] = check.detail
+        body["database"] = database
+        body["version"] = VERSION
+        body["uptime_seconds"] = round(time.monotonic() - _STARTED, 1)
+    return JsonResponse(body, status=200 if db_ok else 503)
 
 
 def _database_state() -> tuple[dict, bool]:

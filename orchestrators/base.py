@@ -241,6 +241,11 @@ class Orchestrator(abc.ABC):
         """
         raise FinalError(f"The {self.backend_name} backend cannot proxy desktops.")
 
+    def cpu_capacity(self) -> int | None:
+        """The most CPUs one workload may be given, or None when the backend sets no such bound
+        (a cluster schedules pods onto nodes). May call the backend; implementations cache."""
+        return None
+
     @abc.abstractmethod
     def ping(self) -> str:
         """Check the backend answers; return a short description (e.g. "server 20.10.24").

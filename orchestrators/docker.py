@@ -616,7 +616,21 @@ class DockerOrchestrator(Orchestrator):
 
     # -- pieces of ensure ----------------------------------------------------------------------
 
+    def cpu_capacity(self) -> int | None:
+        """The daemon's CPU count (`docker info` NCPU), read once per client."""
+        if getattr(self, "_ncpu", None) is None:
+            with self._translate("", "read the host's CPU count"):
+                self._ncpu = int(self.client.info().get("NCPU") or 0) or None
+        return self._ncpu
+
     def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
+        cpus = self.cpu_capacity()
+        with contextlib.suppress(ValueError):  # a bad quantity is reported just below
+            if cpus and parse_cpu(spec.resources.cpu_limit) > cpus:
+                # Docker would refuse at create time, after the old container was removed.
+                raise FinalError(
+                    f"Instance {spec.name}: CPU limit {spec.resources.cpu_limit} is more than "
+                    f"the Docker host has ({cpus} CPU{'s' if cpus != 1 else ''}); lower it.")
         try:
             return container_create_kwargs(
                 spec,

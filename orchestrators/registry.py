@@ -251,6 +251,33 @@ def _stored_choice() -> str:
     return AUTO
 
 
+#: The Setting holding the Docker host's CPU count, read once from the daemon at detection, so
+#: that forms can refuse a CPU limit above it without calling the daemon in a request.
+CPUS_KEY = "docker_host_cpus"
+
+
+def _record_capacity(name: str, orchestrator: Orchestrator) -> None:
+    from instances.models import Setting
+
+    try:
+        cpus = call_with_timeout(orchestrator.cpu_capacity, PROBE_TIMEOUT, f"{name} info")
+    except Exception as exc:  # noqa: BLE001 - a bound is a convenience, detection still counts
+        logger.info("could not read the CPU count of %s: %s", name, _describe_error(exc))
+        return
+    if cpus:
+        Setting.set(CPUS_KEY, f"{name}:{cpus}")
+
+
+def host_cpus() -> int | None:
+    """The CPU count of the host that runs instances (Docker), as last read; None if unknown."""
+    from instances.models import Setting
+
+    backend, _, count = Setting.get_str(CPUS_KEY, "").partition(":")
+    if backend != current_backend_name() or not count.isdigit():
+        return None
+    return int(count)
+
+
 def store_choice(value: str) -> None:
     """Persist a backend name, "auto" or "none" in the Setting table."""
     from instances.models import Setting
@@ -275,6 +302,8 @@ def detect(
         result, orchestrator = probe(stored, timeout=timeout)
         if orchestrator is not None:
             _remember(stored, orchestrator)
+            if persist:
+                _record_capacity(stored, orchestrator)
         _remember_name(stored)
         return Detection(stored, "setting", [result], orchestrator=orchestrator)
 
@@ -288,6 +317,8 @@ def detect(
             break
     if found is not None:
         _remember(chosen, found)
+        if persist:
+            _record_capacity(chosen, found)
     else:
         _note_failure("; ".join(p.line() for p in probes))
     _remember_name(chosen)
@@ -328,14 +359,15 @@ def override(orchestrator: Orchestrator):
         _local.override = previous
 
 
-def get_orchestrator(*, detect_if_needed: bool = True, timeout: float = PROBE_TIMEOUT
-                     ) -> Orchestrator:
+def get_orchestrator(*, detect_if_needed: bool = True, timeout: float = PROBE_TIMEOUT,
+                     persist: bool = True) -> Orchestrator:
     """The orchestrator to use now.
 
     A stored backend name is built from settings (no network) and cached per process until the
     Setting or the settings it depends on change. Without one, detection runs (bounded by
-    `timeout` per backend) unless `detect_if_needed` is false. Raises NoBackendAvailable, with
-    the reasons, when nothing can be used.
+    `timeout` per backend) unless `detect_if_needed` is false, and its result is stored unless
+    `persist` is false (web requests never store it). Raises NoBackendAvailable, with the
+    reasons, when nothing can be used.
     """
     forced = getattr(_local, "override", None)
     if forced is not None:
@@ -360,10 +392,15 @@ def get_orchestrator(*, detect_if_needed: bool = True, timeout: float = PROBE_TI
         raise NoBackendAvailable(
             "no orchestrator backend chosen yet; run `manage.py detect_backend`"
         )
+    if not persist and _last_name in BACKENDS:
+        # Detected earlier in this process but not stored (a web request): reuse that client.
+        cached = _cached(_last_name)
+        if cached is not None:
+            return cached
     recent = _recent_failure()
     if recent is not None:
         raise NoBackendAvailable(f"no orchestrator backend available ({recent})")
-    found = detect(persist=True, timeout=timeout)
+    found = detect(persist=persist, timeout=timeout)
     if found.orchestrator is None:
         raise NoBackendAvailable(
             f"no orchestrator backend available ({'; '.join(found.lines())})"
@@ -390,14 +427,14 @@ def last_known_backend_name() -> str:
     return _last_name
 
 
-def check(*, timeout: float = 2.0) -> Check:
+def check(*, timeout: float = 2.0, persist: bool = True) -> Check:
     """Resolve the orchestrator and ping it; a dead backend costs about `timeout` seconds.
 
     Detection, when it must run, gets half the budget per backend so the whole check stays
-    within about `timeout`.
+    within about `timeout`; its result is stored only when `persist`.
     """
     try:
-        orchestrator = get_orchestrator(timeout=timeout / 2)
+        orchestrator = get_orchestrator(timeout=timeout / 2, persist=persist)
     except NoBackendAvailable as exc:
         return Check(current_backend_name(), False, str(exc))
     try:

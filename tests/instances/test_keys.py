@@ -181,8 +181,30 @@ def test_unreadable_values_show_as_such_and_stop_effective_env(settings):
     with pytest.raises(keys.UnreadableKey) as exc:
         keys.effective_env(inst)
     message = str(exc.value)
+    assert "overrides of bot-t7-lost" in message and "CLAWORC_ENCRYPTION_KEY" in message
+    assert "old-brave" not in message
+    plain = Instance.objects.create(display_name="t7 lost plain")
+    with pytest.raises(keys.UnreadableKey) as exc:
+        keys.effective_env(plain)
+    message = str(exc.value)
     assert "global OPENAI_API_KEY" in message and "CLAWORC_ENCRYPTION_KEY" in message
     assert "old-openai" not in message
+
+
+def test_an_unreadable_global_does_not_block_an_instance_that_overrides_it(settings):
+    keys.set_global_key("OPENAI_API_KEY", "old-openai")
+    settings.CLAWORC_ENCRYPTION_KEY = _new_key() + "," + settings.CLAWORC_ENCRYPTION_KEY
+    keys.set_global_key("BRAVE_API_KEY", "brave-readable")
+    inst = Instance.objects.create(display_name="t7 overrides")
+    key_services.api_keys_set_overrides(instance=inst, values={"OPENAI_API_KEY": "own-openai"},
+                                        reconcile=False)
+    settings.CLAWORC_ENCRYPTION_KEY = settings.CLAWORC_ENCRYPTION_KEY.split(",")[0]
+    # Its own OPENAI_API_KEY replaces the unreadable global: strict only for what it uses.
+    assert keys.effective_env(inst) == {"OPENAI_API_KEY": "own-openai",
+                                        "BRAVE_API_KEY": "brave-readable"}
+    other = Instance.objects.create(display_name="t7 uses global")
+    with pytest.raises(keys.UnreadableKey, match="global OPENAI_API_KEY"):
+        keys.effective_env(other)
 
 
 def test_re_entering_replaces_unreadable_overrides(settings, reconciled):

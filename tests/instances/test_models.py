@@ -99,7 +99,7 @@ def test_bad_quantities_are_refused(field, value, fragment):
 
 @pytest.mark.parametrize("value", ["1.5", "250m", "2"])
 def test_good_cpu_quantities_pass(value):
-    Instance(display_name="q", cpu_limit=value).full_clean()
+    Instance(display_name="q", cpu_request="100m", cpu_limit=value).full_clean()
 
 
 def test_config_must_be_a_json_object():

@@ -4,6 +4,7 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from instances import keys
@@ -52,6 +53,7 @@ def _fresh_registry():
 def staff(client):
     user = get_user_model().objects.create_user("ops", password="pw-for-tests-only",
                                                 is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_instance"))
     client.force_login(user)
     return user
 
@@ -82,6 +84,18 @@ def test_signed_in_users_who_are_not_staff_are_refused(client, url):
     response = client.get(url)
     assert response.status_code == 403
     assert b"bot-x" not in response.content
+
+
+@pytest.mark.parametrize("url", [LIST_URL, "/instances/bot-x/"])
+def test_staff_without_the_view_permission_are_refused(client, url):
+    """The admin gives them 403 on every instance page; so do the status pages."""
+    make_instance("bot-x", clawdbot_config={"model": "private-model"})
+    user = get_user_model().objects.create_user("no-perms", password="pw-for-tests-only",
+                                                is_staff=True)
+    client.force_login(user)
+    response = client.get(url)
+    assert response.status_code == 403
+    assert b"bot-x" not in response.content and b"private-model" not in response.content
 
 
 # --- list ---------------------------------------------------------------------------------------
