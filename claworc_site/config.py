@@ -5,6 +5,10 @@ instead of failing later inside a request or a task.
 """
 
 import json
+import os
+import re
+import secrets
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -154,3 +158,65 @@ def node_port_range(env) -> tuple[int, int]:
         raise ImproperlyConfigured(
             f"CLAWORC_K8S_NODE_PORT_RANGE must be two ports, low-high, got {raw!r}")
     return low_port, high_port
+
+
+def data_file(data_dir: Path, name: str) -> str:
+    """The stripped contents of `<data_dir>/<name>`, "" when there is no such file."""
+    try:
+        return (Path(data_dir) / name).read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ImproperlyConfigured(f"Cannot read {Path(data_dir) / name}: "
+                                   f"{exc.strerror or exc}") from None
+
+
+SITE_ID_FILE = "site-id"
+_SITE_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def site_id(env, data_dir: Path) -> str:
+    """This installation's identity: CLAWORC_SITE_ID, else the one generated once into
+    `<data_dir>/site-id` (so web, worker, beat and `manage.py` agree, and it survives restarts).
+
+    Every workload is labelled with it, so two installations sharing one Docker daemon never
+    list, adopt or delete each other's workloads. It is a label value: lowercase letters,
+    digits and '-', at most 63 characters.
+    """
+    value = env.str("CLAWORC_SITE_ID", default="").strip()
+    source = "CLAWORC_SITE_ID"
+    if not value:
+        path = Path(data_dir) / SITE_ID_FILE
+        source = str(path)
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            value = _generate_site_id(path)
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"Cannot read {path}: {exc.strerror or exc}; set CLAWORC_SITE_ID") from None
+    if not _SITE_ID_RE.match(value):
+        raise ImproperlyConfigured(
+            f"The site id from {source} must be lowercase letters, digits and '-' (at most 63), "
+            f"got {value!r}")
+    return value
+
+
+def _generate_site_id(path: Path) -> str:
+    """Write a new id unless another process (web, worker, beat start together) just did."""
+    value = "site-" + secrets.token_hex(6)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(value + "\n")
+        try:
+            os.link(tmp, path)  # atomic, and fails when the file exists: the first one wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"Cannot write the site id to {path}: {exc.strerror or exc}; set CLAWORC_SITE_ID "
+            "or make CLAWORC_DATA_DIR writable") from None

@@ -7,6 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .config import (
     DESKTOP_ACCESS_MODES,
+    data_file,
     env_bool,
     env_choice,
     env_int,
@@ -15,6 +16,7 @@ from .config import (
     env_list,
     node_port_range,
     port_range,
+    site_id,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,11 +28,14 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DATA_DIR = Path(env.str("CLAWORC_DATA_DIR", default=str(BASE_DIR / "data")))
 
 DEBUG = env_bool(env, "DEBUG", False)
-SECRET_KEY = env.str("SECRET_KEY", default="")
+# `make run` generates the two secrets into the data directory; reading them from there too lets
+# `manage.py <command>` work from a plain shell in the checkout. The environment wins.
+SECRET_KEY = env.str("SECRET_KEY", default="") or data_file(DATA_DIR, "secret.key")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is required when DEBUG is off; set it in the environment"
+            f"SECRET_KEY is required when DEBUG is off; set it in the environment, or run "
+            f"`make run` once, which generates {DATA_DIR / 'secret.key'}"
         )
     SECRET_KEY = "claworc-insecure-development-key-only-for-debug"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -134,8 +139,12 @@ CLAWORC_K8S_TOLERATIONS = env_json_list(env, "CLAWORC_K8S_TOLERATIONS")
 CLAWORC_K8S_NODE_PORT_RANGE = node_port_range(env)
 # Copy the image's files into each new, empty PVC (as Docker does for named volumes).
 CLAWORC_K8S_SEED_VOLUMES = env_bool(env, "CLAWORC_K8S_SEED_VOLUMES", True)
+# This installation's identity, a label on every workload it makes: two sites sharing a Docker
+# daemon never see, adopt or delete each other's. Unset: generated once into the data directory.
+CLAWORC_SITE_ID = site_id(env, DATA_DIR)
 # Fernet keys for API keys at rest, comma-separated, newest first (MultiFernet rotation).
-CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="")
+CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="") or data_file(
+    DATA_DIR, "encryption.key")
 # Minimums: zero or a negative value would make every lease born expired (two workers holding
 # the same one), every "creating" instance time out at once, or beat spin.
 CLAWORC_RECONCILE_INTERVAL = env_int(env, "CLAWORC_RECONCILE_INTERVAL", 30, minimum=1)

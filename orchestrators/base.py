@@ -17,6 +17,10 @@ from typing import Any, ClassVar
 LABEL_MANAGED_BY = "managed-by"
 MANAGED_BY_VALUE = "claworc"
 LABEL_INSTANCE = "claworc.instance"
+#: The installation (CLAWORC_SITE_ID) a workload belongs to: sites sharing a daemon or a
+#: namespace never list, adopt or delete each other's. Absent on workloads made before it
+#: existed, which count as the site's own and are labelled at their next converge.
+LABEL_SITE = "claworc.site"
 CHROME_VNC_PORT = 6081
 TERMINAL_VNC_PORT = 6082
 CONFIG_MOUNT_PATH = "/etc/clawdbot/clawdbot.json"

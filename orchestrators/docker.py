@@ -34,6 +34,7 @@ from .base import (
     CONFIG_MOUNT_PATH,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
+    LABEL_SITE,
     MANAGED_BY_VALUE,
     TERMINAL_VNC_PORT,
     VOLUME_MOUNTS,
@@ -125,6 +126,7 @@ def desktop_ports(
 def container_create_kwargs(
     spec: InstanceSpec, host_config_file: str, *, privileged: bool, init: bool,
     desktop_access: DesktopAccess = DesktopAccess.PORTS, network: str | None = None,
+    site: str = "",
 ) -> dict[str, Any]:
     """Keyword arguments for `DockerClient.containers.create()` for this spec.
 
@@ -170,6 +172,8 @@ def container_create_kwargs(
         kwargs["ports"] = ports
     if network:
         kwargs["network"] = network
+    if site:
+        kwargs["labels"][LABEL_SITE] = site
     kwargs["labels"][LABEL_SPEC_HASH] = spec_hash(kwargs)
     return kwargs
 
@@ -477,8 +481,10 @@ class DockerOrchestrator(Orchestrator):
         desktop_access: str = DesktopAccess.PORTS,
         network: str | None = None,
         desktop_host: str = "127.0.0.1",
+        site: str = "",
     ) -> None:
         self.base_url = base_url
+        self.site = site
         self.desktop_access = DesktopAccess(desktop_access)
         self.network = network or None
         self.desktop_host = desktop_host
@@ -506,6 +512,7 @@ class DockerOrchestrator(Orchestrator):
             "desktop_access": getattr(settings, "CLAWORC_DESKTOP_ACCESS", "ports"),
             "network": getattr(settings, "CLAWORC_DOCKER_NETWORK", "") or None,
             "desktop_host": getattr(settings, "CLAWORC_DESKTOP_UPSTREAM_HOST", "127.0.0.1"),
+            "site": getattr(settings, "CLAWORC_SITE_ID", ""),
         }
         kwargs.update(overrides)
         orchestrator = cls(**kwargs)
@@ -590,7 +597,28 @@ class DockerOrchestrator(Orchestrator):
                 f"A container named {name} exists but is not managed by Claworc; rename or "
                 "remove it, or give the instance another name."
             )
+        self._refuse_foreign(name, "container", labels)
         return attrs
+
+    # -- sites: several Claworc installations on one daemon ------------------------------------
+
+    def _ours(self, labels: dict[str, str] | None) -> bool:
+        """Made by this site, or unlabelled (made before sites existed: adopted)."""
+        return (labels or {}).get(LABEL_SITE) in (None, "", self.site) or not self.site
+
+    def _refuse_foreign(self, name: str, what: str, labels: dict[str, str] | None) -> None:
+        if not self._ours(labels):
+            raise FinalError(
+                f"A {what} named {name} belongs to another Claworc installation on this Docker "
+                f"host (site {labels[LABEL_SITE]}; this one is {self.site}); Claworc will not "
+                "take it over. Give the instance another name."
+            )
+
+    def _labels(self, spec: InstanceSpec) -> dict[str, str]:
+        labels = spec.labels()
+        if self.site:
+            labels[LABEL_SITE] = self.site
+        return labels
 
     def _logs(self, name: str, lines: int) -> str:
         with self._translate(name, "read the logs of"):
@@ -639,6 +667,7 @@ class DockerOrchestrator(Orchestrator):
                 init=self.init,
                 desktop_access=self.desktop_access,
                 network=self.network,
+                site=self.site,
             )
         except ValueError as exc:
             raise FinalError(f"Instance {spec.name}: {exc}") from exc
@@ -666,17 +695,21 @@ class DockerOrchestrator(Orchestrator):
         """Create the missing volumes; return the names this call created."""
         created = []
         with self._translate(spec.name, "create the volumes of"):
+            missing = []
             for volume in volume_names(spec.name).values():
                 # An inspect by name costs the same at any fleet size, where a filtered list is
                 # evaluated over every volume on the daemon. Knowing which existed lets a failed
                 # first create remove only what it made, never a volume holding data.
                 try:
-                    self.client.api.inspect_volume(volume)
-                    continue
+                    found = self.client.api.inspect_volume(volume)
                 except docker.errors.NotFound:
-                    pass
+                    missing.append(volume)
+                    continue
+                # Another site's data is never mounted, and nothing is made before that is known.
+                self._refuse_foreign(volume, "volume", found.get("Labels"))
+            for volume in missing:
                 # Creating an existing volume returns it unchanged: a concurrent create is fine.
-                self.client.api.create_volume(name=volume, labels=spec.labels())
+                self.client.api.create_volume(name=volume, labels=self._labels(spec))
                 created.append(volume)
         return created
 
@@ -838,7 +871,11 @@ class DockerOrchestrator(Orchestrator):
             if attempt:
                 attrs = self._inspect(spec.name)
             if attrs is None:
-                new_volumes = self._ensure_volumes(spec)
+                try:
+                    new_volumes = self._ensure_volumes(spec)
+                except FinalError:  # another site's volumes: nothing of ours is left behind
+                    self._discard(spec.name, [], config=not had_config_dir)
+                    raise
                 try:
                     if not self._create(spec, kwargs):
                         continue
@@ -951,6 +988,9 @@ class DockerOrchestrator(Orchestrator):
             with self._translate(name, "remove the volumes of"):
                 for volume in volume_names(name).values():
                     try:
+                        if not self._ours(self.client.api.inspect_volume(volume).get("Labels")):
+                            logger.warning("kept volume %s: it belongs to another site", volume)
+                            continue
                         self.client.api.remove_volume(volume)
                     except docker.errors.NotFound:
                         pass
@@ -976,7 +1016,8 @@ class DockerOrchestrator(Orchestrator):
             entries = self.client.api.containers(
                 all=True, filters={"label": f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"}
             )
-        observed = (observed_from_list(entry) for entry in entries)
+        # Filtered here, not by the daemon: unlabelled workloads of older versions are ours too.
+        observed = (observed_from_list(e) for e in entries if self._ours(e.get("Labels")))
         return {item.name: item for item in observed}
 
     def volumes_all(self) -> dict[str, list[str]]:
@@ -988,7 +1029,7 @@ class DockerOrchestrator(Orchestrator):
         by_instance: dict[str, list[str]] = {}
         for volume in listed.get("Volumes") or []:
             instance = (volume.get("Labels") or {}).get(LABEL_INSTANCE)
-            if instance:
+            if instance and self._ours(volume.get("Labels")):
                 by_instance.setdefault(instance, []).append(volume["Name"])
         return {name: sorted(volumes) for name, volumes in by_instance.items()}
 

@@ -28,6 +28,11 @@ rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 .venv/bin/python manage.py ensure_admin
 .venv/bin/python manage.py detect_backend || true
 echo "Claworc: http://$CLAWORC_BIND/admin/"
+if [ -s "$CLAWORC_DATA_DIR/admin-password" ]; then
+  echo "Admin password (generated at the first start): $CLAWORC_DATA_DIR/admin-password"
+fi
+echo "Reset an admin password: .venv/bin/python manage.py changepassword ${CLAWORC_ADMIN_USER:-admin}"
+echo "(manage.py commands work from a plain shell here: they read the keys in $CLAWORC_DATA_DIR)"
 # The Procfile names bare commands (gunicorn, celery): they come from the virtualenv.
 export PATH="$PWD/.venv/bin:$PATH"
 exec honcho -d . -f Procfile start

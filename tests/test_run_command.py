@@ -53,6 +53,10 @@ def test_run_script_starts_web_worker_and_beat_and_ctrl_c_stops_them(tmp_path):
         data = tmp_path / "data"
         for name in ("claworc.sqlite3", "celery-broker.sqlite3", "secret.key", "encryption.key"):
             assert (data / name).exists(), name
+        assert f"Admin password (generated at the first start): {data}/admin-password" in text \
+            or "CLAWORC_ADMIN_PASSWORD" in text
+        assert "Reset an admin password: .venv/bin/python manage.py changepassword admin" in text
+        _manage_py_works_from_a_plain_shell(data)
         login = requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
         assert login.status_code == 200 and "csrfmiddlewaretoken" in login.text
         # The same process answers websockets (the desktop proxy): anonymous is refused.
@@ -73,3 +77,21 @@ def test_run_script_starts_web_worker_and_beat_and_ctrl_c_stops_them(tmp_path):
             proc.wait()
     leftovers = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True)
     assert leftovers.returncode == 1, leftovers.stdout
+
+
+def _manage_py_works_from_a_plain_shell(data):
+    """After `make run`, management commands need nothing exported: they read the same
+    generated files in the data directory (only its location is given, as the test's data
+    directory is not the default `data/`)."""
+    plain = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
+             "CLAWORC_DATA_DIR": str(data)}
+    for command in (["detect_backend", "--json"], ["rotate_encryption_key"],
+                    ["createsuperuser", "--no-input", "--username", "second-admin",
+                     "--email", "second@example.com"]):
+        env = dict(plain, DJANGO_SUPERUSER_PASSWORD="tried-as-a-new-user-2")
+        done = subprocess.run([".venv/bin/python", "manage.py", *command], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert "ImproperlyConfigured" not in done.stderr, (command, done.stderr[-2000:])
+        assert done.returncode == 0 or command[0] == "detect_backend", (command, done.stderr)
+        if command[0] == "detect_backend":
+            assert '"orchestrator_backend"' in done.stdout, done.stderr[-2000:]

@@ -157,3 +157,32 @@ def test_kubernetes_cluster_settings_are_parsed_and_checked():
     with mock.patch.dict(os.environ, {"CLAWORC_K8S_NODE_PORT_RANGE": "32767"}):
         with pytest.raises(ImproperlyConfigured, match="CLAWORC_K8S_NODE_PORT_RANGE"):
             node_port_range(env)
+def _env(**values):
+    return type("Env", (), {"str": lambda self, name, default="": values.get(name, default)})()
+
+
+def test_site_id_is_generated_once_into_the_data_directory(tmp_path):
+    first = config.site_id(_env(), tmp_path / "data")
+    assert first.startswith("site-")
+    assert (tmp_path / "data" / "site-id").read_text().strip() == first
+    assert config.site_id(_env(), tmp_path / "data") == first  # every process reads the same
+    assert config.site_id(_env(CLAWORC_SITE_ID="site-prod"), tmp_path / "data") == "site-prod"
+    with pytest.raises(config.ImproperlyConfigured, match="lowercase letters"):
+        config.site_id(_env(CLAWORC_SITE_ID="Prod Site"), tmp_path / "data")
+
+
+def test_secrets_generated_by_make_run_are_read_from_the_data_directory(tmp_path):
+    """What `manage.py` from a plain shell relies on: no SECRET_KEY or key in the environment."""
+    (tmp_path / "secret.key").write_text("from-the-data-dir-secret\n")
+    key = "y9v4m3b0l9cH3A3dB2mYk1V3tW5nQ0xRzJ8sE6fG7hI="
+    (tmp_path / "encryption.key").write_text(key + "\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SECRET_KEY", "CLAWORC_ENCRYPTION_KEY")}
+    env["CLAWORC_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings;"
+         " print(settings.SECRET_KEY, settings.CLAWORC_ENCRYPTION_KEY)"],
+        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "claworc_site.settings"},
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["from-the-data-dir-secret", key]

@@ -20,5 +20,15 @@ def test_generated_password_is_printed_once_and_works(monkeypatch, capsys):
     monkeypatch.delenv("CLAWORC_ADMIN_PASSWORD", raising=False)
     monkeypatch.setenv("CLAWORC_ADMIN_USER", "boss")
     call_command("ensure_admin")
-    password = capsys.readouterr().out.strip().rsplit(": ", 1)[1]
+    out = capsys.readouterr().out.strip().splitlines()
+    password = out[0].rsplit(": ", 1)[1]
     assert authenticate(username="boss", password=password) is not None
+    # Kept where `make run` says it is, readable by the owner only.
+    from pathlib import Path
+
+    from django.conf import settings
+
+    kept = Path(settings.DATA_DIR) / "admin-password"
+    assert f"kept in {kept}" in out[1]
+    assert kept.read_text() == f"boss {password}\n"
+    assert kept.stat().st_mode & 0o777 == 0o600

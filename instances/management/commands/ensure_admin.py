@@ -1,8 +1,12 @@
 import os
 import secrets
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+PASSWORD_FILE = "admin-password"
 
 
 class Command(BaseCommand):
@@ -23,5 +27,12 @@ class Command(BaseCommand):
                 f"Created admin user {username!r} (password from CLAWORC_ADMIN_PASSWORD)."
             )
         else:
-            # Printed once, on the first start only: there is no other copy of it.
+            # Printed on the first start, and kept beside the other generated secrets (same
+            # permissions) so that it is not lost when the terminal scrolls.
+            path = Path(settings.DATA_DIR) / PASSWORD_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{username} {password}\n")
             self.stdout.write(f"Created admin user {username!r} with password: {password}")
+            self.stdout.write(f"(kept in {path}; delete that file once noted)")
