@@ -38,3 +38,16 @@ def _reconcile_on_beat(sender, **kwargs):
         usage, sender.signature("instances.tasks.sample_usage", options={"expires": usage}),
         name="sample resource usage",
     )
+
+
+#: Seconds between two housekeeping runs (old Activity and orphan records are deleted).
+EXPIRE_EVERY = 24 * 3600.0
+
+
+@app.on_after_configure.connect
+def _expire_records_on_beat(sender, **kwargs):
+    sender.add_periodic_task(
+        EXPIRE_EVERY, sender.signature("instances.tasks.expire_records",
+                                       options={"expires": EXPIRE_EVERY}),
+        name="expire old records",
+    )

@@ -20,7 +20,7 @@ from instances import services
 from instances.services import rollouts
 from orchestrators import registry
 
-from . import admin_keys, keys  # noqa: F401  admin_keys: the global API keys page
+from . import admin_keys, housekeeping, keys  # noqa: F401  admin_keys: the global keys page
 from .admin_keys import InstanceApiKeysAdminMixin
 from .admin_live import LIVE_COLUMNS, InstanceLiveAdminMixin
 from .controls import vnc_links
@@ -363,20 +363,64 @@ class SettingAdmin(NulSafeChangelistMixin, admin.ModelAdmin):
             key__startswith=REGISTRY_AUTH_PREFIX)
 
 
+class RetainedRecordsMixin:
+    """Says on the list how long its records are kept (CLAWORC_RETENTION_DAYS)."""
+
+    def changelist_view(self, request, extra_context=None):
+        days = settings.CLAWORC_RETENTION_DAYS
+        extra_context = {"subtitle": f"Records older than {days} days are deleted daily "
+                         "(CLAWORC_RETENTION_DAYS).", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+
 @admin.register(Activity)
-class ActivityAdmin(ReadOnlyAdmin):
+class ActivityAdmin(RetainedRecordsMixin, ReadOnlyAdmin):
     list_display = ["created_at", "instance_name", "action", "actor", "result", "message"]
     list_filter = ["result", "action"]
     search_fields = ["instance_name", "message"]
 
 
 @admin.register(OrphanWorkload)
-class OrphanWorkloadAdmin(ReadOnlyAdmin):
-    """Managed workloads with no instance, found by reconcile_all; Claworc never deletes them."""
+class OrphanWorkloadAdmin(RetainedRecordsMixin, ReadOnlyAdmin):
+    """Managed workloads or volumes of this site with no instance, found by reconcile_all.
+
+    Deleting the row alone would bring it back at the next check: the only removal is of the
+    workload itself (container, config and volumes), asked for and confirmed.
+    """
 
     list_display = ["name", "backend", "status", "message", "first_seen", "last_seen"]
     list_filter = ["backend"]
     search_fields = ["name"]
+    actions = ["remove_workloads"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_remove_permission(self, request):
+        return request.user.has_perm("instances.delete_orphanworkload")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Remove selected orphans: container, config and volumes (data "
+                  "lost)", permissions=["remove"])
+    def remove_workloads(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request, "admin/instances/orphanworkload/remove_confirmation.html",
+                {**self.admin_site.each_context(request), "opts": self.model._meta,
+                 "title": "Remove orphaned workloads?", "orphans": list(queryset),
+                 "action": "remove_workloads",
+                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            )
+        outcome = housekeeping.orphans_remove(
+            orphan_ids=list(queryset.values_list("pk", flat=True)),
+            actor=request.user.get_username())
+        level = messages.WARNING if outcome.skipped else messages.SUCCESS
+        self.message_user(request, outcome.summary(), level)
+        return None
 
 
 @admin.register(ImagePull)

@@ -138,3 +138,11 @@ def rollout_advance(self, rollout_id: int) -> str:
     from .services import rollouts
 
     return rollouts.rollout_advance(rollout_id=rollout_id)
+
+
+@shared_task(bind=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+def expire_records(self) -> str:
+    """Periodic (Celery beat, daily): drop records older than CLAWORC_RETENTION_DAYS."""
+    from . import housekeeping
+
+    return str(housekeeping.records_expire())
