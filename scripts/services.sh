@@ -8,7 +8,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v chromium >/dev/null || need+=(chromium)
-command -v pg_ctlcluster >/dev/null && [ -d /usr/lib/postgresql/15 ] || need+=(postgresql)
+# Whatever PostgreSQL the distribution ships (15 on Debian 12, 17 on Debian 13): never a fixed one.
+command -v pg_ctlcluster >/dev/null && ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 \
+  || need+=(postgresql)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -44,9 +46,22 @@ start_redis() {
   return 1
 }
 
+pg_cluster() {
+  # "<version> <name>" of the first cluster; one is made (newest installed version) if none.
+  local cluster version
+  cluster="$(pg_lsclusters -h 2>/dev/null | awk 'NR == 1 {print $1, $2}')"
+  if [ -z "$cluster" ]; then
+    version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    pg_createcluster "$version" main >/dev/null
+    cluster="$version main"
+  fi
+  echo "$cluster"
+}
+
 start_postgres() {
   if ! pg_isready -h 127.0.0.1 -q; then
-    pg_ctlcluster 15 main start || pg_isready -h 127.0.0.1 -q
+    # shellcheck disable=SC2046  # version and name are two arguments
+    pg_ctlcluster $(pg_cluster) start || pg_isready -h 127.0.0.1 -q
   fi
   for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -q && break; sleep 0.2; done
   # A known role for the tests; the test database itself is made by pytest-django.
