@@ -78,6 +78,10 @@ def view_permission_required(view):
     return wrapper
 
 
+#: Every page that shows instances (live status, logs, one-click actions) asks for the same.
+staff_required = view_permission_required
+
+
 class ListFilter(forms.Form):
     """The status list's search box and filters, from the query string."""
 
