@@ -3,14 +3,14 @@
 # desktop on 6081 and the terminal's on 6082, each an Xvfb display shared by x11vnc and served by
 # websockify with Debian's noVNC pages. No image can be pulled here, so it is made from Debian's
 # packages with debootstrap and `docker import` (the same way as scripts/build-base-image.sh).
-# Cached: does nothing when the image exists.
+# Cached: does nothing when the image exists (the tag's number changes with what it contains).
 #
-#   scripts/build-novnc-agent-image.sh [IMAGE]     (default claworc-novnc-agent:bookworm)
+#   scripts/build-novnc-agent-image.sh [IMAGE]     (default claworc-novnc-agent:bookworm-2)
 #
 # MIRROR (environment) overrides the Debian mirror; by default the one this machine's apt uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-image="${1:-claworc-novnc-agent:bookworm}"
+image="${1:-claworc-novnc-agent:bookworm-2}"
 
 if docker image inspect "$image" >/dev/null 2>&1; then
   echo "$image"
@@ -57,7 +57,7 @@ debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$work/debootstrap.l
 mount -t proc proc "$rootfs/proc"
 chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c '
   apt-get update -qq &&
-  apt-get install -y -qq --no-install-recommends xvfb x11vnc novnc websockify xterm procps' \
+  apt-get install -y -qq --no-install-recommends xvfb x11vnc novnc websockify xterm xfonts-base procps' \
   >"$work/apt.log" 2>&1 || {
   tail -30 "$work/apt.log" >&2
   exit 1

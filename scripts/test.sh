@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/bootstrap.sh test
 .venv/bin/ruff check .
+# The stand-in agent that really serves noVNC (desktop proxy tests): built once per machine.
+bash scripts/build-novnc-agent-image.sh >/dev/null
 export CLAWORC_REQUIRE_SERVICES="${CLAWORC_REQUIRE_SERVICES:-${CI:-}}"
 # With arguments: exactly that pytest run. Without: the suite, then (last, slowest) the deploy
 # stage that builds and runs the dashboard image. pytest's 5 ("no tests collected") is no failure.

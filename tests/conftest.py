@@ -67,6 +67,35 @@ def agent_image(docker_client):
     return build_agent_image(docker_client)
 
 
+NOVNC_AGENT_IMAGE = "claworc-novnc-agent:bookworm-2"
+
+
+@pytest.fixture(scope="session")
+def novnc_agent_image(docker_client):
+    """The stand-in agent that really serves noVNC (Xvfb, x11vnc, websockify) on 6081/6082.
+
+    scripts/test.sh builds it before the suite (minutes, once per machine); built here too when
+    a run starts without it and this machine can (root, debootstrap).
+    """
+    import docker.errors
+
+    try:
+        docker_client.images.get(NOVNC_AGENT_IMAGE)
+        return NOVNC_AGENT_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        done = subprocess.run(["bash", "scripts/build-novnc-agent-image.sh", NOVNC_AGENT_IMAGE],
+                              cwd=root, capture_output=True, text=True, timeout=1200)
+        built, why = done.returncode == 0, done.stderr[-2000:]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        built, why = False, str(exc)
+    need_service("the noVNC stand-in agent image", built,
+                 f"scripts/build-novnc-agent-image.sh failed: {why}")
+    return NOVNC_AGENT_IMAGE
+
+
 @pytest.fixture
 def no_cluster(monkeypatch, tmp_path):
     """No in-cluster config and no kubeconfig, so Kubernetes detection fails as on a laptop."""

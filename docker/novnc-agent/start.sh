@@ -3,7 +3,8 @@
 # and served as noVNC by websockify on the agent's ports: 6081 (Chrome) and 6082 (Terminal).
 set -e
 start_desktop() {  # display, VNC port, noVNC port
-  Xvfb ":$1" -screen 0 1024x768x24 -nolisten tcp &
+  # -retro: the classic root weave, so even an empty desktop is visibly not blank.
+  Xvfb ":$1" -screen 0 1024x768x24 -nolisten tcp -retro &
   for _ in $(seq 1 50); do [ -e "/tmp/.X11-unix/X$1" ] && break; sleep 0.1; done
   x11vnc -display ":$1" -rfbport "$2" -localhost -nopw -forever -shared -quiet -bg \
     -o "/tmp/x11vnc-$1.log"
