@@ -27,6 +27,7 @@ class DesktopLink:
     url: str
     via: str
     note: str
+    port: int | None = None  # the node port of a "port" link
 
 
 def access_mode() -> DesktopAccess:
@@ -68,7 +69,7 @@ def desktop_links(instance, *, user=None, mode: DesktopAccess | None = None) -> 
         for desktop, port in ((Desktop.CHROME, ports.port_chrome),
                               (Desktop.TERMINAL, ports.port_terminal)):
             links.append(DesktopLink(desktop.value, f"{desktop.label} VNC", instance.vnc_url(port),
-                                     "port", f"port {port}, no login"))
+                                     "port", f"port {port}, no login", port))
     return links
 
 

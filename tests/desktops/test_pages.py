@@ -49,3 +49,17 @@ def test_staff_without_the_permission_see_no_proxy_links(client, settings, plain
     detail = client.get("/instances/bot-page/").content.decode()
     assert "/desktop/chrome/" not in detail
     assert "You do not have permission to use desktops." in detail
+
+
+def test_the_admin_links_through_the_dashboard_in_proxy_mode_and_says_so(client, settings,
+                                                                         django_user_model):
+    settings.CLAWORC_DESKTOP_ACCESS = "proxy"
+    instance = make_instance("bot-adm", port=30110)
+    client.force_login(django_user_model.objects.create_superuser(
+        "root", password="pw-for-tests-only"))
+    listing = client.get("/admin/instances/instance/").content.decode()
+    assert 'href="/instances/bot-adm/desktop/chrome/"' in listing
+    assert ":30110/vnc.html" not in listing
+    change = client.get(f"/admin/instances/instance/{instance.pk}/change/").content.decode()
+    assert 'href="/instances/bot-adm/desktop/terminal/"' in change
+    assert "nothing is published on the node" in change
