@@ -162,9 +162,11 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
         ports = getattr(obj, "ports", None) if obj.pk else None
         if not ports:
             return "No ports yet: they are allocated when the instance is created."
+        from desktops.selectors import access_description
+
         # Shown only while it runs (they would not answer otherwise); live.js shows them later.
-        return render_to_string("instances/_vnc.html", {
-            "instance": obj, "links": vnc_links(obj)})
+        links = render_to_string("instances/_vnc.html", {"instance": obj, "links": vnc_links(obj)})
+        return format_html('{0}<br><span class="help">{1}</span>', links, access_description())
 
     @admin.display(description="Recent activity")
     def recent_activity(self, obj):
