@@ -6,6 +6,8 @@ Activity and enqueues a task on commit; none of them calls an orchestrator.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -212,22 +214,54 @@ def instance_refresh(*, instance_ids: Iterable[int], actor: str | None = None) -
 
 def instance_delete(*, instance_ids: Iterable[int], keep_volumes: bool,
                     actor: str | None = None) -> Queued:
-    """Delete the rows; post_delete enqueues the teardown (volumes kept when `keep_volumes`)."""
+    """Delete the rows; post_delete enqueues the teardown (volumes kept when `keep_volumes`).
+
+    One QuerySet.delete() and one Activity insert for the whole selection: the same number of
+    queries for 100 rows as for 10.
+    """
     outcome = Queued(verb="deletion (volumes kept)" if keep_volumes else "deletion")
-    with acting_as(actor or current_actor()), transaction.atomic():
-        rows = list(Instance.objects.select_for_update().filter(pk__in=list(instance_ids)))
-        for row in rows:
-            row.keep_volumes = keep_volumes
-            row.delete()  # post_delete → instance_teardown_enqueue, with the flag above
-            outcome.queued.append(row.name)
+    with acting_as(actor or current_actor()), transaction.atomic(), _teardowns_batched() as done:
+        pks = list(Instance.objects.select_for_update().filter(pk__in=list(instance_ids))
+                   .values_list("pk", flat=True))
+        chosen = Instance.objects.filter(pk__in=pks)
+        chosen.update(keep_volumes=keep_volumes)  # what post_delete reads
+        chosen.delete()  # post_delete → instance_teardown_enqueue, into `done`
+        outcome.queued.extend(sorted(done))
     return outcome
+
+
+_teardown_batch: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+    "claworc_teardown_batch", default=None)
+
+
+@contextlib.contextmanager
+def _teardowns_batched():
+    """Collect the teardowns post_delete asks for; record and enqueue them together at the end."""
+    batch: dict[str, bool] = {}
+    token = _teardown_batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _teardown_batch.reset(token)
+    Activity.objects.bulk_create(
+        _teardown_activity(name, purge) for name, purge in sorted(batch.items()))
+    for name, purge in sorted(batch.items()):
+        _enqueue_teardown(name, purge)
+
+
+def _teardown_activity(name: str, purge_volumes: bool) -> Activity:
+    return Activity(
+        instance_name=name, action="delete", result=Activity.Result.QUEUED, actor=current_actor(),
+        message="Removing container, config directory"
+        + (" and the four volumes." if purge_volumes else "; the volumes are kept."),
+    )
 
 
 def instance_teardown_enqueue(*, name: str, purge_volumes: bool) -> None:
     """An Instance row was deleted (ports went with it): remove its workload after commit."""
-    activity_record(
-        instance_name=name, action="delete", result=Activity.Result.QUEUED,
-        message="Removing container, config directory"
-        + (" and the four volumes." if purge_volumes else "; the volumes are kept."),
-    )
+    batch = _teardown_batch.get()
+    if batch is not None:  # a bulk delete records them all at once
+        batch[name] = purge_volumes
+        return
+    _teardown_activity(name, purge_volumes).save()
     _enqueue_teardown(name, purge_volumes)
