@@ -55,10 +55,10 @@ ADMIN_USER, ADMIN_PASSWORD = "bench", "bench-password-not-secret"
 # --- set-up -------------------------------------------------------------------------------------
 
 def site_env(tmp: str, *, database_url: str, n: int, pairs: int, broker: str, queue: str,
-             image: str) -> dict[str, str]:
+             image: str, port_start: int) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
-    end = FLEET_PORT_START + 2 * (n + pairs + BULK) + 1
+    end = port_start + 2 * (n + pairs + BULK) + 1
     return {
         "DJANGO_SETTINGS_MODULE": "claworc_site.settings",
         "SECRET_KEY": "bench-" + secrets.token_hex(16),
@@ -71,7 +71,7 @@ def site_env(tmp: str, *, database_url: str, n: int, pairs: int, broker: str, qu
         "CLAWORC_DOCKER_INIT": "true",
         "CLAWORC_AGENT_IMAGE": image,
         "CLAWORC_NODE_IP": "127.0.0.1",
-        "CLAWORC_PORT_START": str(FLEET_PORT_START),
+        "CLAWORC_PORT_START": str(port_start),
         "CLAWORC_PORT_END": str(end),
         "CLAWORC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "CLAWORC_RECONCILE_INTERVAL": "3600",
@@ -152,10 +152,13 @@ def build_fleet(prefix: str, n: int, running: int, threads: int = 3) -> list[int
             connection.close()
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         for done, _ in enumerate(pool.map(create, range(n)), 1):
             if done % 100 == 0:
                 print(f"  created {done}/{n} ({time.perf_counter() - started:.0f} s)", flush=True)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after Ctrl-C: no more creates, straight to clean-up
     ids = list(Instance.objects.filter(name__startswith=prefix).order_by("name")
                .values_list("pk", flat=True))
     to_stop = ids[running:]
@@ -476,6 +479,8 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=None,
                         help="instances left running (default min(100, N/10))")
     parser.add_argument("--pairs", type=int, default=10, help="pairs for the create ratios")
+    parser.add_argument("--port-start", type=int, default=FLEET_PORT_START,
+                        help=f"first host port of the fleet (default {FLEET_PORT_START})")
     parser.add_argument("--postgres", default="postgres://claworc:claworc@127.0.0.1:5432/",
                         help="PostgreSQL server URL (a database is created and dropped)")
     parser.add_argument("--no-postgres", action="store_true")
@@ -513,7 +518,8 @@ def main() -> None:
     except Exception:  # noqa: BLE001 - no Redis: the embedded broker works too, slower
         broker = f"sqla+sqlite:///{tmp}/broker.sqlite3"
     env = site_env(tmp, database_url=f"sqlite:///{tmp}/fleet.sqlite3", n=args.n,
-                   pairs=args.pairs, broker=broker, queue=queue, image=image)
+                   pairs=args.pairs, broker=broker, queue=queue, image=image,
+                   port_start=args.port_start)
     env_file = os.path.join(tmp, "env.json")
     Path(env_file).write_text(json.dumps(env))
     print(f"fleet benchmark: N={args.n} ({running} running), prefix {prefix}, "
