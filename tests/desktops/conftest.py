@@ -12,6 +12,13 @@ def grant_desktops(user):
     return get_user_model().objects.get(pk=user.pk)  # permissions are cached per object
 
 
+def grant_view(user):
+    """What the status pages ask for: seeing instances (not using their desktops)."""
+    user.user_permissions.add(Permission.objects.get(codename="view_instance",
+                                                     content_type__app_label="instances"))
+    return get_user_model().objects.get(pk=user.pk)
+
+
 def make_instance(name: str, *, port: int = 30100, status: str = "running",
                   desired_state: str = "running") -> Instance:
     """An instance row with its ports, without the signals (no task is wanted here)."""
@@ -30,8 +37,8 @@ def desk_user(db):
 
 @pytest.fixture
 def plain_user(db):
-    return get_user_model().objects.create_user("plain", password="pw-for-tests-only",
-                                                is_staff=True)
+    return grant_view(get_user_model().objects.create_user(
+        "plain", password="pw-for-tests-only", is_staff=True))
 
 
 @pytest.fixture(autouse=True)

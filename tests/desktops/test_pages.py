@@ -2,7 +2,7 @@
 
 import pytest
 
-from .conftest import make_instance
+from .conftest import grant_view, make_instance
 
 pytestmark = pytest.mark.django_db
 
@@ -11,8 +11,9 @@ pytestmark = pytest.mark.django_db
 def staff_with_desktops(client, desk_user):
     desk_user.is_staff = True
     desk_user.save()
-    client.force_login(desk_user)
-    return desk_user
+    user = grant_view(desk_user)
+    client.force_login(user)
+    return user
 
 
 def test_proxy_mode_links_through_the_dashboard_only(client, settings, staff_with_desktops,
