@@ -250,3 +250,30 @@ def test_from_settings_reads_the_docker_settings(settings, tmp_path):
     settings.CLAWORC_DOCKER_HOST_CONFIG_DIR = ""
     with pytest.raises(TransientError, match="Docker not available"):
         DockerOrchestrator.from_settings().host_config_dir  # noqa: B018 - resolving it is the test
+
+
+def test_a_cpu_limit_above_the_hosts_cpus_fails_before_anything_is_touched():
+    """Docker refuses it only at create time, after a recreate removed the running container."""
+    from orchestrators.base import FinalError, InstanceSpec, Resources
+    from orchestrators.docker import DockerOrchestrator
+
+    class Client:
+        calls: list = []
+
+        def info(self):
+            self.calls.append("info")
+            return {"NCPU": 2}
+
+        def __getattr__(self, name):
+            raise AssertionError(f"nothing else may be called, not {name}")
+
+    client = Client()
+    orch = DockerOrchestrator(config_dir="/nonexistent", host_config_dir="/nonexistent",
+                              client=client)
+    spec = InstanceSpec(name="bot-cpus", image="busybox", port_chrome=30100,
+                        port_terminal=30101, resources=Resources(cpu_limit="3"))
+    with pytest.raises(FinalError, match=r"more than the Docker host has \(2 CPUs\)"):
+        orch.ensure(spec)
+    with pytest.raises(FinalError, match="2 CPUs"):
+        orch.recreate(spec)
+    assert client.calls == ["info"]  # read once, cached
