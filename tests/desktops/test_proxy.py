@@ -212,3 +212,24 @@ def test_an_instance_that_does_not_answer_is_refused_and_recorded(desk_user):
     assert asyncio.run(scenario()) == {"type": "websocket.close", "code": 4502}
     session = DesktopSession.objects.get()
     assert session.close_reason.startswith("could not reach the desktop")
+
+
+def test_a_session_without_traffic_closes_after_the_idle_timeout(settings, desk_user):
+    settings.CLAWORC_DESKTOP_IDLE_TIMEOUT = 1
+    port = free_even_port()
+    make_instance("bot-p", port=port)
+    cookie = cookie_for(desk_user)
+    deadline = 3 * settings.CLAWORC_DESKTOP_CHECK_INTERVAL + settings.CLAWORC_DESKTOP_IDLE_TIMEOUT
+
+    async def scenario():
+        async with desktop_server(port):
+            browser = Browser(ws_path("bot-p"), cookie=cookie)
+            assert (await browser.connect())["type"] == "websocket.accept"
+            assert (await browser.next())["bytes"] == GREETING
+            closed = await browser.next(timeout=deadline + 10)
+            await asyncio.wait_for(browser.task, deadline + 10)
+            return closed
+
+    assert asyncio.run(scenario()) == {"type": "websocket.close", "code": 1000,
+                                       "reason": "idle for 1 s"}
+    assert DesktopSession.objects.get().close_reason == "idle for 1 s"
