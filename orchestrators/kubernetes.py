@@ -518,9 +518,20 @@ def observe_pod(name: str, pod: Mapping[str, Any],
     return Observed(name, Status.CREATING, f"pod {pod_name} {phase}, not ready yet")
 
 
-def _event_time(event: Mapping[str, Any]) -> str:
-    return (event.get("lastTimestamp") or event.get("eventTime")
-            or (event.get("metadata") or {}).get("creationTimestamp") or "")
+_EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def _parse_time(text: str | None) -> datetime.datetime:
+    """An API timestamp ("2026-01-02T03:04:05Z", with or without fractions); the epoch if none."""
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return _EPOCH
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime.datetime:
+    return _parse_time(event.get("lastTimestamp") or event.get("eventTime")
+                       or (event.get("metadata") or {}).get("creationTimestamp"))
 
 
 def _newest_event(events: Iterable[Mapping[str, Any]], kind: str,
@@ -596,8 +607,10 @@ def refused(name: str, deployment: Mapping[str, Any],
     if failure.get("status") == "True" and failure.get("message"):
         message = failure["message"]
     else:
-        # ReplicaSets are named <deployment>-<pod-template-hash>.
-        event = _newest_event(events, "ReplicaSet",
+        # ReplicaSets are named <deployment>-<pod-template-hash>; events live an hour, so one
+        # from an earlier Deployment of the same name must not count.
+        born = _parse_time((deployment.get("metadata") or {}).get("creationTimestamp"))
+        event = _newest_event([e for e in events if _event_time(e) >= born], "ReplicaSet",
                               lambda n: n.startswith(f"{name}-") and "-" not in n[len(name) + 1:])
         if event is not None and event.get("reason") == "FailedCreate":
             message = event.get("message") or ""

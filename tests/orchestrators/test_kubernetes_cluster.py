@@ -234,6 +234,17 @@ def test_refusal_known_only_from_the_replicaset_events(kube_api, orch, message, 
     assert paths[-1] == f"/api/v1/namespaces/{NS}/events"  # one list for the whole namespace
 
 
+def test_a_refusal_from_before_the_deployment_was_made_does_not_count(kube_api, orch):
+    """Events live an hour: one about an earlier Deployment of that name is history."""
+    failed_create_event(kube_api, QUOTA)
+    core = client.CoreV1Api(kube_api.api_client())
+    core.patch_namespaced_event("bot-k8s-6b7f9c8d5.ev1", NS,
+                                {"lastTimestamp": "2020-01-01T00:00:00Z"})
+    orch.ensure(make_spec())
+    observed = orch.status("bot-k8s")
+    assert observed.status is Status.CREATING, observed.message
+
+
 def test_no_events_read_while_every_instance_has_a_ready_pod(kube_api, orch):
     orch.ensure(make_spec())
     kube_api.controller.settle("bot-k8s")
