@@ -563,7 +563,12 @@ def pull_event_lines(events: Iterable[Mapping[str, Any]], pod_names: Iterable[st
              and e.get("reason") in PULL_EVENT_REASONS
              and (e.get("reason") != "Failed" or "image" in (e.get("message") or "").lower())]
     found.sort(key=_event_time)
-    return [f"{_event_time(e)[11:19]} {_event_text(e)}".strip() for e in found[-limit:]]
+    return [f"{_clock(e)} {_event_text(e)}".strip() for e in found[-limit:]]
+
+
+def _clock(event: Mapping[str, Any]) -> str:
+    when = _event_time(event)
+    return "" if when == _EPOCH else when.strftime("%H:%M:%S")
 
 
 def refusal_hint(message: str, namespace: str) -> str:
