@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from instances.models import Instance, PortAllocation, Setting
 from orchestrators import registry
@@ -72,7 +73,10 @@ def seeded(transactional_db, agent_image):
 
     Done before the browser starts: Playwright's event loop forbids the ORM in this thread.
     """
-    get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    ops = get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    # The status pages ask for view_instance, not only is_staff.
+    ops.user_permissions.add(Permission.objects.get(codename="view_instance",
+                                                    content_type__app_label="instances"))
     Setting.set(registry.SETTING_KEY, "docker")
     Instance.objects.bulk_create([
         Instance(name=NAME, display_name="T5 Browser", status="running", image=agent_image,
