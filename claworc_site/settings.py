@@ -153,6 +153,9 @@ CLAWORC_CREATING_TIMEOUT = env_int(env, "CLAWORC_CREATING_TIMEOUT", 600, minimum
 CLAWORC_TASK_TIME_LIMIT = env_int(env, "CLAWORC_TASK_TIME_LIMIT", 300, minimum=5)
 # Days the Activity log and orphan records are kept (a housekeeping task deletes older ones).
 CLAWORC_RETENTION_DAYS = env_int(env, "CLAWORC_RETENTION_DAYS", 90, minimum=1)
+# Converges of one instance whose worker died mid-way (OOM-killed), in a row, before its
+# status becomes `error` instead of another try.
+CLAWORC_MAX_WORKER_LOSSES = env_int(env, "CLAWORC_MAX_WORKER_LOSSES", 3, minimum=1)
 # Time limit (seconds) of one image pull: pulls are their own tasks, not bound by the one above.
 CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600, minimum=10)
 # Instances recreated at a time by "Update image" (the default of its confirmation form).
@@ -208,6 +211,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env_bool(env, "CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Tasks are long, idempotent and acks_late: a worker reserves only the task it runs, so nothing
+# waits unstarted in a busy worker past Redis' visibility timeout (and then runs twice).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Fresh pool processes now and then: a leak or a wedged child does not live for ever.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 100
+# A task running when the broker connection drops is cancelled, not run blind.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Sending a task to a broker that is down fails fast: the intent is saved and owed either way.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0,
+                                    "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # acks_late tasks of a killed worker come back after the visibility timeout (1 h by default);
     # every task is idempotent and time-limited, so a little past the hard limit is safe.

@@ -85,7 +85,8 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     ]
     inlines = [PortAllocationInline]
     fieldsets = [
-        (None, {"fields": ["display_name", "name", "desired_state", "keep_volumes"]}),
+        (None, {"fields": ["display_name", "name", "desired_state", "keep_volumes",
+                           "expected_version"]}),
         ("Status", {"fields": ["status", "status_message", "status_observed_at", "vnc_links"]}),
         ("Workload", {"fields": ["image", ("cpu_request", "cpu_limit"),
                                  ("memory_request", "memory_limit"), "clawdbot_config"]}),
@@ -102,15 +103,47 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
 
     # --- pages ----------------------------------------------------------------------------------
 
+    delete_confirmation_template = "admin/instances/instance/delete_confirmation.html"
+
     def get_readonly_fields(self, request, obj=None):
-        # The name is baked into container, volume and directory names: fixed once created.
+        # The name is baked into container, volume and directory names: fixed once created. The
+        # desired state changes only through Start and Stop, which check the transition.
         fields = list(super().get_readonly_fields(request, obj))
-        return fields + ["name"] if obj else fields
+        return fields + ["name", "desired_state"] if obj else fields
 
     def get_fieldsets(self, request, obj=None):
-        if obj is None:  # nothing observed or done yet
-            return [fs for fs in self.fieldsets if fs[0] not in ("Status", "Activity")]
+        if obj is None:  # nothing observed or done yet; no version to check
+            return [
+                (title, {**opts, "fields": [f for f in opts["fields"] if f != "expected_version"]})
+                for title, opts in self.fieldsets if title not in ("Status", "Activity")
+            ]
         return self.fieldsets
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The task is sent once the admin's transaction commits, after save_model has returned:
+        # only here can we tell the user that no broker answered.
+        with services.collecting_unsent() as unsent:
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+        if unsent:
+            self.message_user(request, f"Saved {', '.join(unsent)}. {services.PENDING_NOTE}",
+                              messages.WARNING)
+        return response
+
+    def delete_view(self, request, object_id, extra_context=None):
+        with services.collecting_unsent() as unsent:
+            response = super().delete_view(request, object_id, extra_context)
+        if unsent:
+            self.message_user(request, f"Saved deletion of {', '.join(unsent)}. "
+                              f"{services.PENDING_NOTE}", messages.WARNING)
+        return response
+
+    def response_delete(self, request, obj_display, obj_id):
+        # Deleting is two steps: say what happens now, not that the row is already gone.
+        self.message_user(
+            request, f"{obj_display} is being deleted: its workload is being removed; the row "
+            "stays, with status deleting, until that is done.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:instances_instance_changelist",
+                                            current_app=self.admin_site.name))
 
     def get_actions(self, request):
         # Replaced by the two delete actions below, which say what happens to the volumes.
@@ -119,15 +152,27 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
         return actions
 
     def save_model(self, request, obj, form, change):
-        # A new row is provisioned by the post_save signal, attributed to this user.
+        # A new row is provisioned by the post_save signal, attributed to this user; an edit of
+        # what the workload runs with is converged the same way (see save_related's message).
         with services.acting_as(request.user.get_username()):
             super().save_model(request, obj, form, change)
-        # An edit of what the workload runs with was queued by the post_save signal.
-        if change:
-            queued = getattr(obj, "last_converge", None)
-            if queued and queued.queued:
-                self.message_user(request, f"{obj.name}: converging the workload to the new "
-                                  "settings (queued).", messages.INFO)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if not change:
+            return
+        # One intent, one message: an edit and a key change saved together converge once.
+        keys_changed = getattr(form, "changed_key_names", [])
+        queued = getattr(form.instance, "last_converge", None)
+        if keys_changed:
+            self.message_user(
+                request,
+                f"API key override {', '.join(keys_changed)} changed: {form.instance.name} "
+                "restarts briefly to pick up the new environment; its volumes are kept.",
+                messages.WARNING)
+        elif queued and queued.queued:
+            self.message_user(request, f"{form.instance.name}: converging the workload to the "
+                              "new settings (queued).", messages.INFO)
 
     def delete_model(self, request, obj):
         with services.acting_as(request.user.get_username()):

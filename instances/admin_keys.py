@@ -65,15 +65,10 @@ class InstanceApiKeysAdminMixin:
         super().save_related(request, form, formsets, change)
         if not hasattr(form, "save_api_keys"):
             return
-        # A new instance is reconciled by its creation, which already sees these keys.
-        changed = form.save_api_keys(actor=request.user.get_username(), reconcile=change)
-        if changed and change:
-            self.message_user(
-                request,
-                f"API key override {', '.join(changed)} changed: {form.instance.name} restarts "
-                "briefly to pick up the new environment; its volumes are kept.",
-                messages.WARNING,
-            )
+        # A new instance is reconciled by its creation, which already sees these keys. The
+        # admin says what was changed (one message with the edit, see InstanceAdmin).
+        form.changed_key_names = form.save_api_keys(actor=request.user.get_username(),
+                                                    reconcile=change)
 
 
 def _log(request, names_by_flag: dict[int, list[str]], rows: dict[str, int]) -> None:

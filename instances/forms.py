@@ -119,8 +119,13 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
         "masked (****abcd): leave a mask as it is to keep the stored value.",
     )
 
+    #: The row's version when the form was opened (see clean()).
+    expected_version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "expected_version" in self.fields and self.instance.pk:
+            self.fields["expected_version"].initial = self.instance.version
         if self.instance.pk and "clawdbot_config" in self.fields:
             # Secrets in the config are shown as on the status page: masked, never in clear.
             self.initial["clawdbot_config"] = keys.mask_secrets(
@@ -153,6 +158,20 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
         if self.instance.pk:
             value = keys.unmask_secrets(value, self.instance.clawdbot_config)
         return value
+
+    def clean(self):
+        cleaned = super().clean()
+        expected = cleaned.get("expected_version")
+        if self.instance.pk and expected is not None:
+            from .services import StaleWrite, stale_check
+
+            # Someone pressed Stop, or saved this form, since it was opened: refuse, apply
+            # nothing (the row stays locked until the admin's transaction ends).
+            try:
+                stale_check(pk=self.instance.pk, expected_version=expected)
+            except StaleWrite as exc:
+                raise forms.ValidationError(exc.messages) from None
+        return cleaned
 
     def save_api_keys(self, *, actor: str, reconcile: bool = True) -> list[str]:
         """Apply the entered overrides (after the instance is saved); the changed names."""

@@ -51,14 +51,11 @@ RECONCILE_ALL_SECONDS = Histogram(
 
 
 def owed_work_filter() -> Q:
-    """Instances whose observed status is not yet what staff asked for (an error waits for a
-    person and is counted by claworc_instances{status="error"} instead)."""
-    running, stopped = Instance.DesiredState.RUNNING, Instance.DesiredState.STOPPED
-    return ~Q(status=Instance.Status.ERROR) & (
-        (Q(desired_state=running) & ~Q(status=Instance.Status.RUNNING))
-        | (Q(desired_state=stopped) & ~Q(status=Instance.Status.STOPPED))
-        | ~Q(requested_action="")
-    )
+    """Instances that still owe work (Instance.objects.owing_work(): an intent not yet carried
+    out, or a status that is not the desired one); an error waits for a person and is counted
+    by claworc_instances{status="error"} instead."""
+    return ~Q(status=Instance.Status.ERROR) & Q(
+        pk__in=Instance.objects.owing_work().values("pk"))
 
 
 class DatabaseCollector:

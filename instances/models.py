@@ -32,12 +32,47 @@ def derive_name(display_name: str) -> str:
     return slug[:NAME_MAX_LENGTH].strip("-").lower()
 
 
-# Fields a workload is built from, plus the desired state: changing one means converging.
+# Fields a workload is built from: changing one means converging.
 CONVERGE_FIELDS = (
-    "desired_state", "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
+    "image", "cpu_request", "cpu_limit", "memory_request", "memory_limit",
     "storage_clawdbot", "storage_homebrew", "storage_clawd", "storage_chrome",
     "clawdbot_config", "encrypted_api_keys",
 )
+
+
+class InstanceQuerySet(models.QuerySet):
+    def owing_work(self):
+        """Rows whose workload a worker still has to change: an intent newer than what was
+        converged, a one-shot request not carried out, a deletion not finished, or a status that
+        is not the desired state (a transitional one, or drift) and not a recorded error."""
+        S = Instance.Status
+        return self.filter(
+            Q(generation__gt=F("observed_generation"))
+            | Q(restart_requested__gt=F("restart_done"))
+            | Q(recreate_requested__gt=F("recreate_done"))
+            | Q(status=S.DELETING)
+            | (Q(desired_state=Instance.DesiredState.RUNNING)
+               & ~Q(status__in=[S.RUNNING, S.ERROR]))
+            | (Q(desired_state=Instance.DesiredState.STOPPED)
+               & ~Q(status__in=[S.STOPPED, S.ERROR]))
+        )
+
+    def delete(self):
+        """Deleting is an intent: the rows stay `deleting` until their workload is gone."""
+        from . import services
+
+        outcome = services.instance_delete(instance_ids=list(self.values_list("pk", flat=True)))
+        return len(outcome.queued), {self.model._meta.label: len(outcome.queued)}
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
+    def purge(self):
+        """Remove the rows for good (the worker, once their teardown is done)."""
+        return super().delete()
+
+    purge.alters_data = True
+    purge.queryset_only = True
 
 
 class Instance(models.Model):
@@ -49,8 +84,12 @@ class Instance(models.Model):
         CREATING = "creating", "Creating"
         # Waiting for its image to be pulled; a container it had keeps running meanwhile.
         PULLING = "pulling", "Pulling image"
+        STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
         STOPPED = "stopped", "Stopped"
+        RESTARTING = "restarting", "Restarting"
+        RECREATING = "recreating", "Recreating"
         ERROR = "error", "Error"
         DELETING = "deleting", "Deleting"
 
@@ -84,20 +123,33 @@ class Instance(models.Model):
     # Per-instance API key overrides: a Fernet token of a JSON object, never plain text.
     encrypted_api_keys = models.TextField(blank=True, default="", editable=False)
 
-    class RequestedAction(models.TextChoices):
-        NONE = "", "None"
-        RESTART = "restart", "Restart"
-        RECREATE = "recreate", "Recreate"
-
     desired_state = models.CharField(
         max_length=16, choices=DesiredState, default=DesiredState.RUNNING
     )
-    # A one-shot operation the next reconcile performs once, then clears. Kept on the row (not
-    # only in the task message) so that a lost or crashed task is finished by reconcile_all.
-    requested_action = models.CharField(
-        max_length=16, choices=RequestedAction, default=RequestedAction.NONE, blank=True,
-        editable=False,
-    )
+    # Intents are numbered (like Kubernetes' metadata.generation / status.observedGeneration):
+    # every intent that changes what should run bumps `generation` in the transaction that records
+    # it, and the worker records the generation it converged to. What is owed is a query on these
+    # columns (Instance.objects.owing_work()), never a message in flight.
+    generation = models.PositiveBigIntegerField(default=1, editable=False)
+    observed_generation = models.PositiveBigIntegerField(default=0, editable=False)
+    # One-shot requests count up, so two at once are both kept and a recreate is never turned
+    # into a restart; the worker records how many it carried out.
+    restart_requested = models.PositiveIntegerField(default=0, editable=False)
+    restart_done = models.PositiveIntegerField(default=0, editable=False)
+    recreate_requested = models.PositiveIntegerField(default=0, editable=False)
+    recreate_done = models.PositiveIntegerField(default=0, editable=False)
+    # When work became owed (cleared when the worker has caught up): /health's "oldest owed work".
+    owed_since = models.DateTimeField(null=True, blank=True, default=timezone.now,
+                                      editable=False)
+    # When a converge was last handed to the broker and not yet started: reconcile_all does not
+    # send it again meanwhile. Cleared by the worker that starts it, and when sending failed.
+    enqueued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Converges started and not finished in a row (their worker died): capped, then `error`.
+    worker_losses = models.PositiveSmallIntegerField(default=0, editable=False)
+    # The last converge was refused by the backend: the error stays until one succeeds.
+    converge_failed = models.BooleanField(default=False, editable=False)
+    # Bumped by every write through a service: a form opened at an older version is refused.
+    version = models.PositiveIntegerField(default=1, editable=False)
     keep_volumes = models.BooleanField(
         "keep volumes when deleted", default=False,
         help_text="Deleting the instance keeps its four volumes (its data) when this is set.",
@@ -114,6 +166,21 @@ class Instance(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = InstanceQuerySet.as_manager()
+
+    #: Written only by services (intents and the worker), with UPDATEs: a plain save() of a row
+    #: loaded earlier never writes them back, so it cannot undo a Stop or lose a generation.
+    CONTROL_FIELDS = frozenset({
+        "desired_state", "generation", "observed_generation", "restart_requested",
+        "restart_done", "recreate_requested", "recreate_done", "owed_since", "enqueued_at",
+        "worker_losses", "converge_failed", "version", "status", "status_message",
+        "status_observed_at", "status_since",
+    })
+
+    #: Statuses set the moment an action is accepted, until the worker reports what it saw.
+    TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING,
+                              Status.RESTARTING, Status.RECREATING, Status.DELETING})
+
     class Meta:
         ordering = ["name"]
 
@@ -125,7 +192,42 @@ class Instance(models.Model):
         if not self.name:
             self.name = derive_name(self.display_name)
         validate_instance_name(self.name)
+        saved_name = getattr(self, "_saved_name", None)
+        if self.pk and saved_name and self.name != saved_name:
+            # Container, volumes, config directory and ports are all named after it.
+            raise ValidationError({"name": f"The name of an instance cannot change "
+                                           f"(it is {saved_name})."})
+        if self.pk and not self._state.adding and not args and kwargs.get(
+                "update_fields") is None and not kwargs.get("force_insert"):
+            saved_state = getattr(self, "_saved_desired_state", self.desired_state)
+            if self.desired_state != saved_state:
+                raise ValidationError({"desired_state": "Use Start or Stop (the admin actions, "
+                                       "or services.instance_start / instance_stop)."})
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.CONTROL_FIELDS]
         super().save(*args, **kwargs)
+        self._saved_name = self.name
+
+    def delete(self, using=None, keep_parents=False):
+        """Deleting is an intent: the row stays `deleting` (name and ports reserved) until the
+        worker has removed its workload; only then is it gone."""
+        from . import services
+
+        outcome = services.instance_delete(instance_ids=[self.pk], keep_volumes=self.keep_volumes)
+        self.status = self.Status.DELETING
+        return len(outcome.queued), {self._meta.label: len(outcome.queued)}
+
+    def validate_unique(self, exclude=None):
+        if self.name and (exclude is None or "name" not in exclude):
+            deleting = Instance.objects.filter(name=self.name, status=self.Status.DELETING)
+            if self.pk:
+                deleting = deleting.exclude(pk=self.pk)
+            if deleting.exists():
+                raise ValidationError({"name": f"{self.name} is being deleted: its container "
+                                       "and volumes are being removed. Add it again once it is "
+                                       "gone from the list."})
+        super().validate_unique(exclude=exclude)
 
     def clean(self):
         super().clean()
@@ -178,6 +280,8 @@ class Instance(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
+        instance._saved_name = instance.__dict__.get("name")
+        instance._saved_desired_state = instance.__dict__.get("desired_state")
         instance.remember_saved_spec()
         return instance
 
@@ -278,12 +382,18 @@ class Activity(models.Model):
 
     class Result(models.TextChoices):
         QUEUED = "queued", "Queued"
+        # Recorded, but no broker could be reached: reconcile_all (or the worker once the broker
+        # is back) carries it out.
+        PENDING = "pending", "Pending"
         OK = "ok", "OK"
         ERROR = "error", "Error"
         INFO = "info", "Info"
 
+    # No database constraint: the audit trail must be writable even for a row deleted by a
+    # teardown meanwhile (the teardown unlinks what it can see; a late record keeps the name).
     instance = models.ForeignKey(
-        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="activities"
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="activities",
+        db_constraint=False,
     )
     instance_name = models.CharField(max_length=NAME_MAX_LENGTH, db_index=True)
     action = models.CharField(max_length=50)

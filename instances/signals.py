@@ -1,6 +1,10 @@
-"""Model signals: thin links from model changes to services (the flow: services/intents.py)."""
+"""Model signals: thin links from model changes to services (the flow: services/intents.py).
 
-from django.db.models.signals import post_delete, post_save
+Deletion has no signal: `Instance.delete()` and `QuerySet.delete()` record a delete intent
+(services.instance_delete), and the worker removes the row once the workload is gone.
+"""
+
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from . import services
@@ -17,11 +21,3 @@ def provision_or_converge(sender, instance, created, raw=False, **kwargs):
         services.instance_provision(instance=instance)
     else:
         services.instance_saved(instance=instance)
-
-
-@receiver(post_delete, sender=Instance, dispatch_uid="instances.teardown")
-def teardown_on_delete(sender, instance, **kwargs):
-    # The row is gone by the time the task runs: pass its name and the flag, not the object.
-    services.instance_teardown_enqueue(
-        name=instance.name, purge_volumes=not instance.keep_volumes
-    )

@@ -1,8 +1,10 @@
 """Celery tasks: thin wrappers that take ids and plain strings and call a service.
 
 Every task is idempotent (the orchestrator's operations are), so `acks_late` is safe: a task
-whose worker died is delivered again and finishes the job. Transient orchestrator errors, and a
-lease held by another worker, are retried with exponential backoff and jitter.
+whose worker died may be delivered again and finishes the job. Delivery is an optimisation, not
+the mechanism: what is owed is in the database, and reconcile_all sends it again (see
+services/reconcile_all.py). Transient orchestrator errors are retried with exponential backoff
+and jitter; waiting for another worker's lease has a retry budget of its own.
 """
 
 from __future__ import annotations
@@ -24,69 +26,79 @@ HARD_LIMIT = settings.CLAWORC_TASK_TIME_LIMIT
 # The soft limit raises inside the task, which then records why it stopped and frees its lease.
 SOFT_LIMIT = max(HARD_LIMIT - 10, int(HARD_LIMIT * 0.8))
 
+#: Retries of a transient backend error (daemon unreachable, timeout), at most 60 s apart.
+BACKEND_RETRIES = 8
+#: Waits for another worker's lease; they never use up the backend retries above.
+LEASE_WAIT_RETRIES = 60
+
 _per_instance = {
     "bind": True,
     "acks_late": True,
+    # A worker killed mid-task (OOM) hands the message back; the instance's own count of lost
+    # workers (Instance.worker_losses) caps how often, then records an error.
     "reject_on_worker_lost": True,
-    "autoretry_for": (TransientError,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 8,
     "soft_time_limit": SOFT_LIMIT,
     "time_limit": HARD_LIMIT,
 }
-
-
-#: Waiting for another worker's lease does not use up the retries meant for backend errors.
-LEASE_WAIT_RETRIES = 60
 
 
 def _last_attempt(task) -> bool:
     return task.request.retries >= task.max_retries
 
 
-def _wait_for_lease(task, busy: services.LeaseBusy):
-    # Retry about when the holder's lease ends (it usually ends much sooner, on release).
-    countdown = min(busy.retry_in, 30.0) * random.uniform(0.2, 1.0)
-    logger.info("%s; retrying in %.1f s", busy, countdown)
-    raise task.retry(exc=busy, countdown=countdown, max_retries=LEASE_WAIT_RETRIES)
+def _run(task, call, *, lease_waits: int):
+    """Call the service; retry a busy lease and transient errors on separate budgets."""
+    backend_retries = task.request.retries - lease_waits
+    try:
+        return call(last_attempt=backend_retries >= BACKEND_RETRIES)
+    except services.LeaseBusy as busy:
+        if lease_waits >= LEASE_WAIT_RETRIES:
+            logger.warning("%s; giving up waiting, reconcile_all sends it again", busy)
+            return "busy"
+        # Retry about when the holder's lease ends (it usually ends much sooner, on release).
+        countdown = min(busy.retry_in, 30.0) * random.uniform(0.2, 1.0)
+        logger.info("%s; retrying in %.1f s", busy, countdown)
+        kwargs = {**(task.request.kwargs or {}), "lease_waits": lease_waits + 1}
+        raise task.retry(exc=busy, countdown=countdown, max_retries=None,
+                         kwargs=kwargs) from busy
+    except TransientError as exc:
+        countdown = min(2 ** backend_retries * 2, 60) * random.uniform(0.5, 1.0)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
 
 @shared_task(**_per_instance)
-def reconcile_instance(self, pk: int) -> str:
-    """Converge instance `pk` to its desired state."""
-    try:
+def reconcile_instance(self, pk: int, lease_waits: int = 0) -> str:
+    """Carry out what instance `pk` owes: converge it, or tear it down when it is deleting."""
+    owner = services.lease_owner(self.request.id)
+
+    def converge(last_attempt: bool) -> str:
         with CONVERGE_SECONDS.time():
-            return services.instance_converge(
-                pk=pk, owner=services.lease_owner(self.request.id),
-                last_attempt=_last_attempt(self),
-            )
-    except services.LeaseBusy as busy:
-        _wait_for_lease(self, busy)
+            return services.instance_converge(pk=pk, owner=owner, last_attempt=last_attempt)
+
+    return _run(self, converge, lease_waits=lease_waits)
 
 
 @shared_task(**_per_instance)
-def teardown_instance(self, name: str, purge_volumes: bool) -> str:
-    """Remove what is left of a deleted instance (its row is gone: hence the name, not an id)."""
-    try:
-        return services.instance_teardown(
-            name=name, purge_volumes=purge_volumes, owner=services.lease_owner(self.request.id),
-            last_attempt=_last_attempt(self),
-        )
-    except services.LeaseBusy as busy:
-        _wait_for_lease(self, busy)
+def teardown_instance(self, name: str, purge_volumes: bool, lease_waits: int = 0) -> str:
+    """Remove what is left of an instance with no row (messages sent by older versions)."""
+    owner = services.lease_owner(self.request.id)
+    return _run(self, lambda last_attempt: services.instance_teardown(
+        name=name, purge_volumes=purge_volumes, owner=owner, last_attempt=last_attempt),
+        lease_waits=lease_waits)
 
 
-@shared_task(bind=True, acks_late=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
-def observe_instance(self, pk: int) -> str:
+@shared_task(**_per_instance)
+def observe_instance(self, pk: int, lease_waits: int = 0) -> str:
     """Read instance `pk`'s workload state again and write it."""
-    return services.instance_observe(pk=pk, owner=services.lease_owner(self.request.id))
+    owner = services.lease_owner(self.request.id)
+    return _run(self, lambda last_attempt: services.instance_observe(
+        pk=pk, owner=owner, last_attempt=last_attempt), lease_waits=lease_waits)
 
 
 @shared_task(bind=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
 def reconcile_all(self) -> str:
-    """Periodic (Celery beat): observe everything in one list call, repair drift."""
+    """Periodic (Celery beat): observe everything in one list call, repair drift, send what is
+    owed."""
     try:
         with RECONCILE_ALL_SECONDS.time():
             report = services.instances_reconcile_all(

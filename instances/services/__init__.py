@@ -7,9 +7,8 @@ The control flow (ARCHITECTURE.md, "Desired state, then reconcile"), one module 
   instance_start / _stop / _restart / _recreate   reconcile_instance(pk) → instance_converge
   instances_reconcile (keys or config changed)    reconcile_instance(pk) → instance_converge
   instance_refresh                                observe_instance(pk) → instance_observe
-  instance_delete → post_delete → instance_teardown_enqueue
-                                                  teardown_instance(name, purge) →
-                                                  instance_teardown
+  instance_delete (row stays `deleting`)        reconcile_instance(pk) → instance_converge
+                                                  (tears down, then removes the row)
   Celery beat                                     reconcile_all() → instances_reconcile_all
                                                   (reconcile_all.py)
 
@@ -30,7 +29,10 @@ from .converge import (
     troubleshooting_message,
 )
 from .intents import (
+    PENDING_NOTE,
     Queued,
+    StaleWrite,
+    collecting_unsent,
     instance_create,
     instance_delete,
     instance_provision,
@@ -40,10 +42,10 @@ from .intents import (
     instance_saved,
     instance_start,
     instance_stop,
-    instance_teardown_enqueue,
     instance_update,
     instances_converge_if_changed,
     instances_reconcile,
+    stale_check,
 )
 from .leases import (
     RECONCILE_ALL_LEASE,
@@ -53,9 +55,15 @@ from .leases import (
     lease_owner,
     lease_release,
     lease_ttl,
+    leases_held,
 )
 from .ports import PortRangeFull, ports_allocate, ports_free
-from .reconcile_all import STOP_EXIT_CODES, ReconcileAllReport, instances_reconcile_all
+from .reconcile_all import (
+    STOP_EXIT_CODES,
+    ReconcileAllReport,
+    enqueue_grace,
+    instances_reconcile_all,
+)
 
 __all__ = [
     "RECONCILE_ALL_LEASE", "STOP_EXIT_CODES", "SYSTEM", "LeaseBusy", "PortRangeFull", "Queued",
@@ -63,7 +71,8 @@ __all__ = [
     "instance_create", "instance_delete", "instance_lease", "instance_observe",
     "instance_provision", "instance_recreate", "instance_refresh", "instance_restart",
     "instance_saved", "instance_start", "instance_stop", "instance_teardown",
-    "instance_teardown_enqueue", "instance_update", "instances_converge_if_changed",
+    "instance_update", "PENDING_NOTE", "StaleWrite", "collecting_unsent", "stale_check",
+    "leases_held", "enqueue_grace", "instances_converge_if_changed",
     "instances_reconcile", "instances_reconcile_all", "lease_acquire", "lease_owner",
     "lease_release", "lease_ttl", "ports_allocate", "ports_free", "troubleshooting_message",
 ]

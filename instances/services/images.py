@@ -209,7 +209,7 @@ class _ProgressWriter:
 
 
 def _pull_done(image: str, digest: str, last: PullProgress) -> str:
-    from .intents import _enqueue_reconcile
+    from .intents import _enqueue
 
     now = timezone.now()
     ImagePull.objects.filter(image=image).update(
@@ -223,8 +223,8 @@ def _pull_done(image: str, digest: str, last: PullProgress) -> str:
             Activity(instance_id=pk, instance_name=name, action="pull", actor="system",
                      result=Activity.Result.OK, message=f"Pulled {image}; replacing the workload.")
             for pk, name in waiting)
-        for pk, _ in waiting:
-            _enqueue_reconcile(pk)
+        for pk, name in waiting:
+            _enqueue("reconcile_instance", pk, name)
         _rollouts_advance(image)
     logger.info("pulled %s (%s); %d instance(s) were waiting", image, digest or "no digest",
                 len(waiting))
@@ -243,6 +243,11 @@ def _pull_failed(image: str, error: PullError, last: PullProgress) -> str:
         waiting = list(waiting_instances(image).values_list("pk", "name"))
         for pk, _name in waiting:
             _status_write(pk=pk, status=Instance.Status.ERROR, message=text)
+        # Refused like a backend refusal: carried out (nothing more to retry), shown until a
+        # later converge succeeds.
+        Instance.objects.filter(pk__in=[pk for pk, _ in waiting]).update(
+            observed_generation=F("generation"), restart_done=F("restart_requested"),
+            recreate_done=F("recreate_requested"), converge_failed=True, owed_since=None)
         Activity.objects.bulk_create(
             Activity(instance_id=pk, instance_name=name, action="pull", actor="system",
                      result=Activity.Result.ERROR, message=text) for pk, name in waiting)

@@ -1,45 +1,103 @@
-"""Web side: record what staff asked for and enqueue its execution once committed.
+"""Web side: record what staff asked for, then hand its execution to a worker once committed.
 
-Every function here locks the rows, checks the transition, saves the desired state, records an
-Activity and enqueues a task on commit; none of them calls an orchestrator.
+Each intent is one function that says what it changes. It locks the rows, checks the transition,
+bumps the row's `generation` (or a one-shot counter) in the same transaction, sets the
+transitional status the UI shows, records an Activity and enqueues a task on commit; none of them
+calls an orchestrator. A task that could not be sent (no broker) costs nothing but time: the row
+still owes the work, and reconcile_all sends it again (`Instance.objects.owing_work()`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce, Now
 
 from ..models import CONVERGE_FIELDS, Activity, Instance
-from .audit import SYSTEM, acting_as, activity_record, current_actor
+from .audit import SYSTEM, acting_as, current_actor
 
 logger = logging.getLogger(__name__)
 
+PENDING_NOTE = ("No worker can be reached now (the broker did not answer): it will be carried "
+                "out as soon as one can.")
+
 # --- Enqueueing (always after commit: a worker must see the committed row) -----------------------
 
-def _enqueue_reconcile(pk: int) -> None:
-    from ..tasks import reconcile_instance
-
-    reconcile_instance.delay_on_commit(pk)
-
-
-def _enqueue_observe(pk: int) -> None:
-    from ..tasks import observe_instance
-
-    observe_instance.delay_on_commit(pk)
+#: Lists collecting the names whose task could not be sent (see `collecting_unsent`).
+_unsent: contextvars.ContextVar[tuple[list[str], ...]] = contextvars.ContextVar(
+    "claworc_unsent", default=())
 
 
-def _enqueue_teardown(name: str, purge_volumes: bool) -> None:
-    from ..tasks import teardown_instance
+@contextlib.contextmanager
+def collecting_unsent() -> Iterator[list[str]]:
+    """Collect the instance names whose task could not be sent by the commits made inside."""
+    found: list[str] = []
+    token = _unsent.set((*_unsent.get(), found))
+    try:
+        yield found
+    finally:
+        _unsent.reset(token)
 
-    teardown_instance.delay_on_commit(name, purge_volumes)
+
+def _send(task_name: str, args: list, *, pk: int | None, name: str,
+          activity_ids: tuple[int, ...] = ()) -> None:
+    """Hand a task to the broker. When none answers, the intent stays recorded (and owed)."""
+    from .. import tasks
+
+    try:
+        getattr(tasks, task_name).apply_async(args=args)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the row still owes the work
+        logger.warning("could not send %s for %s (%s); reconcile_all will", task_name, name,
+                       type(exc).__name__)
+        if pk is not None:
+            Instance.objects.filter(pk=pk).update(enqueued_at=None)
+        for activity in Activity.objects.filter(pk__in=activity_ids):
+            activity.result = Activity.Result.PENDING
+            activity.message = " ".join(filter(None, [activity.message, PENDING_NOTE]))
+            activity.save(update_fields=["result", "message"])
+        for collected in _unsent.get():
+            collected.append(name)
 
 
-# --- Web side: change the desired state, record, enqueue ----------------------------------------
+@dataclass
+class _SendOnCommit:
+    """A task to send once the transaction commits (the worker must see the committed row)."""
+
+    key: tuple
+    send: Callable[[], None]
+    done: bool = False
+
+    def __call__(self) -> None:
+        self.done = True
+        self.send()
+
+
+def _on_commit_once(key: tuple, send: Callable[[], None]) -> None:
+    """Send after commit, unless the same task already waits for this commit: an edit and a key
+    change saved together are one intent and one converge (it reads the row as committed)."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        for _savepoints, waiting, _robust in connection.run_on_commit:
+            if isinstance(waiting, _SendOnCommit) and waiting.key == key and not waiting.done:
+                return
+    transaction.on_commit(_SendOnCommit(key=key, send=send))
+
+
+def _enqueue(task_name: str, pk: int, name: str, activity_ids: tuple[int, ...] = ()) -> None:
+    _on_commit_once((task_name, pk), functools.partial(
+        _send, task_name, [pk], pk=pk if task_name == "reconcile_instance" else None, name=name,
+        activity_ids=activity_ids))
+
+
+# --- Intents -------------------------------------------------------------------------------------
 
 @dataclass
 class Queued:
@@ -48,12 +106,17 @@ class Queued:
     verb: str
     queued: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Saved, but their task could not be sent (no broker): carried out when a worker can be.
+    pending: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = []
-        if self.queued:
-            parts.append(f"Queued {self.verb} of {len(self.queued)} instance"
-                         f"{'s' if len(self.queued) != 1 else ''}: {', '.join(self.queued)}.")
+        sent = [n for n in self.queued if n not in self.pending]
+        if sent:
+            parts.append(f"Queued {self.verb} of {len(sent)} instance"
+                         f"{'s' if len(sent) != 1 else ''}: {', '.join(sent)}.")
+        if self.pending:
+            parts.append(f"Saved {self.verb} of {', '.join(self.pending)}. {PENDING_NOTE}")
         if self.skipped:
             parts.append("Skipped " + "; ".join(f"{n} ({why})" for n, why in self.skipped) + ".")
         return " ".join(parts) or f"Nothing to {self.verb}."
@@ -61,39 +124,57 @@ class Queued:
 
 Check = Callable[[Instance], str]  # returns why the transition is refused, "" when allowed
 
+#: Bumps the generation: what should run has changed (the worker converges to it).
+BUMP = {"generation": F("generation") + 1,
+        "owed_since": Coalesce(F("owed_since"), Now())}
+
+
+def _status_to(status: str, message: str) -> dict:
+    """The update that shows a transitional status at once (the worker replaces it)."""
+    return {"status": Value(status), "status_message": Value(message),
+            "status_since": Case(When(~Q(status=status), then=Now()), default=F("status_since"))}
+
+
+def _refuse_deleting(row: Instance) -> str:
+    return "being deleted" if row.status == Instance.Status.DELETING else ""
+
 
 def _change(
     *, instance_ids: Iterable[int], verb: str, action: str, actor: str | None,
     changes: dict, check: Check | None = None, message: str = "",
-    enqueue: Callable[[int], None] = _enqueue_reconcile,
+    task: str = "reconcile_instance",
 ) -> Queued:
     """Lock the rows, check each transition, save `changes`, record, enqueue on commit."""
     outcome = Queued(verb=verb)
     actor = actor or current_actor()
-    with transaction.atomic():
-        rows = list(
-            Instance.objects.select_for_update().filter(pk__in=list(instance_ids))
-            .only("pk", "name", "status", "desired_state").order_by("pk")
-        )
-        allowed = []
-        for row in rows:
-            reason = check(row) if check else ""
-            if reason:
-                outcome.skipped.append((row.name, reason))
-            else:
-                allowed.append(row)
-        if not allowed:
-            return outcome
-        if changes:
-            Instance.objects.filter(pk__in=[r.pk for r in allowed]).update(**changes)
-        Activity.objects.bulk_create(
-            Activity(instance_id=r.pk, instance_name=r.name, action=action, actor=actor,
-                     result=Activity.Result.QUEUED, message=message)
-            for r in allowed
-        )
-        for row in allowed:
-            enqueue(row.pk)
-            outcome.queued.append(row.name)
+    with collecting_unsent() as unsent:
+        with transaction.atomic():
+            rows = list(
+                Instance.objects.select_for_update().filter(pk__in=list(instance_ids))
+                .only("pk", "name", "status", "desired_state").order_by("pk")
+            )
+            allowed = []
+            for row in rows:
+                reason = _refuse_deleting(row) or (check(row) if check else "")
+                if reason:
+                    outcome.skipped.append((row.name, reason))
+                else:
+                    allowed.append(row)
+            if not allowed:
+                return outcome
+            marks = {"version": F("version") + 1}
+            if task == "reconcile_instance":
+                marks["enqueued_at"] = Now()
+            Instance.objects.filter(pk__in=[r.pk for r in allowed]).update(**changes, **marks)
+            records = Activity.objects.bulk_create(
+                Activity(instance_id=r.pk, instance_name=r.name, action=action, actor=actor,
+                         result=Activity.Result.QUEUED, message=message)
+                for r in allowed
+            )
+            for row, record in zip(allowed, records, strict=True):
+                _enqueue(task, row.pk, row.name, (record.pk,) if record.pk else ())
+                outcome.queued.append(row.name)
+    outcome.pending = [n for n in outcome.queued if n in unsent]
     logger.info("%s queued by %s for %s", action, actor, ", ".join(outcome.queued))
     return outcome
 
@@ -109,23 +190,65 @@ def instance_create(*, display_name: str, name: str = "", actor: str | None = No
 
 
 def instance_provision(*, instance: Instance) -> None:
-    """A new Instance row exists (admin, shell or code): record it and enqueue its creation."""
-    activity_record(
+    """A new Instance row exists (admin, shell or code): record it and enqueue its creation.
+
+    Its generation (1) is ahead of what was converged (0) from the start, so a lost message
+    costs one reconcile interval, never the instance.
+    """
+    if instance.desired_state == Instance.DesiredState.STOPPED:
+        message = ("Created stopped: nothing is provisioned until it is started (the port pair, "
+                   "four volumes, config file and container are made then).")
+    else:
+        message = "Provisioning: port pair, four volumes, config file and container."
+    Instance.objects.filter(pk=instance.pk).update(enqueued_at=Now())
+    record = Activity.objects.create(
         instance_id=instance.pk, instance_name=instance.name, action="create",
-        result=Activity.Result.QUEUED,
-        message="Provisioning: port pair, four volumes, config file and container.",
+        actor=current_actor(), result=Activity.Result.QUEUED, message=message,
     )
-    _enqueue_reconcile(instance.pk)
+    _enqueue("reconcile_instance", instance.pk, instance.name, (record.pk,))
 
 
-def instance_update(*, instance: Instance, actor: str | None = None, **changes) -> Queued:
-    """Change fields of an instance; a change to what it runs with converges the workload."""
+def instance_update(*, instance: Instance, actor: str | None = None,
+                    expected_version: int | None = None, **changes) -> Queued:
+    """Change fields of an instance; a change to what it runs with converges the workload.
+
+    The name cannot change, and the desired state only through Start and Stop. With
+    `expected_version` (what a form was opened at), a row changed since is refused (StaleWrite).
+    """
+    if "name" in changes and changes["name"] != instance.name:
+        raise ValidationError({"name": f"The name of an instance cannot change (it is "
+                                       f"{instance.name})."})
+    if "desired_state" in changes and changes["desired_state"] != instance.desired_state:
+        raise ValidationError({"desired_state": "Use Start or Stop to change the desired state."})
+    changes.pop("name", None)
+    changes.pop("desired_state", None)
     for key, value in changes.items():
         setattr(instance, key, value)
     instance.full_clean()
     with transaction.atomic(), acting_as(actor or current_actor()):
+        if expected_version is not None:
+            stale_check(pk=instance.pk, expected_version=expected_version)
         instance.save(update_fields=[*changes, "updated_at"])  # post_save: instance_saved
     return getattr(instance, "last_converge", None) or Queued(verb="update")
+
+
+class StaleWrite(ValidationError):
+    """The row changed since the form was opened: nothing was saved."""
+
+
+def stale_check(*, pk: int, expected_version: int) -> None:
+    """Raise StaleWrite when instance `pk` is no longer at `expected_version` (locks the row)."""
+    current = (Instance.objects.select_for_update().filter(pk=pk)
+               .values_list("version", flat=True).first())
+    if current is None or current == expected_version:
+        return
+    # What people asked for since (the worker's own records are not changes to the row).
+    recent = Activity.objects.filter(
+        instance_id=pk, result__in=[Activity.Result.QUEUED, Activity.Result.PENDING],
+    ).order_by("-id")[:max(1, min(3, current - expected_version))]
+    what = "; ".join(f"{a.action} by {a.actor} at {a.created_at:%H:%M:%S}" for a in recent)
+    raise StaleWrite(f"This instance was changed since you opened it: {what or 'an edit'}; "
+                     "reload the page and make your change again. Nothing was saved.")
 
 
 def instance_saved(*, instance: Instance) -> Queued:
@@ -136,6 +259,8 @@ def instance_saved(*, instance: Instance) -> Queued:
     changed = instance.changed_spec_fields()
     instance.remember_saved_spec()
     instance.last_converge = instances_converge_if_changed(instance=instance, changed=changed)
+    if not instance.last_converge.queued:
+        Instance.objects.filter(pk=instance.pk).update(version=F("version") + 1)
     return instance.last_converge
 
 
@@ -156,23 +281,31 @@ def instances_reconcile(
     *, instance_ids: Iterable[int], actor: str = SYSTEM, action: str = "reconcile",
     message: str = "",
 ) -> Queued:
-    """Record an Activity per instance and enqueue reconcile_instance(pk) once committed.
+    """What the instances run with changed (API keys, the spec): a new generation to converge to.
 
-    Used after anything the workload is built from changed (global API keys, an override, the
-    config): the reconcile converges it (ensure() recreates a Docker container on a new env).
+    The reconcile converges it (ensure() recreates a Docker container on a new env).
     """
     return _change(instance_ids=instance_ids, verb=action, action=action, actor=actor,
-                   changes={}, message=message or "Converging to the current settings.")
+                   changes=dict(BUMP), message=message or "Converging to the current settings.")
 
 
 def _refuse_if(state: str, status: str, reason: str) -> Check:
     return lambda row: reason if (row.desired_state, row.status) == (state, status) else ""
 
 
+def _desired(state: str) -> dict:
+    """Set the desired state; a change of it is a new generation."""
+    return {"desired_state": Value(state),
+            "generation": F("generation") + Case(When(~Q(desired_state=state), then=1),
+                                                 default=0),
+            "owed_since": Coalesce(F("owed_since"), Now())}
+
+
 def instance_start(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:
     return _change(
         instance_ids=instance_ids, verb="start", action="start", actor=actor,
-        changes={"desired_state": Instance.DesiredState.RUNNING},
+        changes={**BUMP, "desired_state": Value(Instance.DesiredState.RUNNING),
+                 **_status_to(Instance.Status.STARTING, "Starting: queued.")},
         check=_refuse_if(Instance.DesiredState.RUNNING, Instance.Status.RUNNING,
                          "already running"),
     )
@@ -181,8 +314,8 @@ def instance_start(*, instance_ids: Iterable[int], actor: str | None = None) -> 
 def instance_stop(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:
     return _change(
         instance_ids=instance_ids, verb="stop", action="stop", actor=actor,
-        changes={"desired_state": Instance.DesiredState.STOPPED,
-                 "requested_action": Instance.RequestedAction.NONE},
+        changes={**BUMP, "desired_state": Value(Instance.DesiredState.STOPPED),
+                 **_status_to(Instance.Status.STOPPING, "Stopping: queued.")},
         check=_refuse_if(Instance.DesiredState.STOPPED, Instance.Status.STOPPED,
                          "already stopped"),
     )
@@ -192,8 +325,9 @@ def instance_restart(*, instance_ids: Iterable[int], actor: str | None = None) -
     """Restart the workload; a stopped instance is started (its desired state becomes running)."""
     return _change(
         instance_ids=instance_ids, verb="restart", action="restart", actor=actor,
-        changes={"desired_state": Instance.DesiredState.RUNNING,
-                 "requested_action": Instance.RequestedAction.RESTART},
+        changes={**_desired(Instance.DesiredState.RUNNING),
+                 "restart_requested": F("restart_requested") + 1,
+                 **_status_to(Instance.Status.RESTARTING, "Restarting: queued.")},
     )
 
 
@@ -201,67 +335,42 @@ def instance_recreate(*, instance_ids: Iterable[int], actor: str | None = None) 
     """Replace the workload with one built from the current spec; volumes persist."""
     return _change(
         instance_ids=instance_ids, verb="recreate", action="recreate", actor=actor,
-        changes={"desired_state": Instance.DesiredState.RUNNING,
-                 "requested_action": Instance.RequestedAction.RECREATE},
+        changes={**_desired(Instance.DesiredState.RUNNING),
+                 "recreate_requested": F("recreate_requested") + 1,
+                 **_status_to(Instance.Status.RECREATING, "Recreating: queued.")},
     )
 
 
 def instance_refresh(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:
     """Read the workload's state again (no change is made to it)."""
     return _change(instance_ids=instance_ids, verb="status refresh", action="refresh",
-                   actor=actor, changes={}, enqueue=_enqueue_observe)
+                   actor=actor, changes={}, task="observe_instance")
 
 
-def instance_delete(*, instance_ids: Iterable[int], keep_volumes: bool,
+def instance_delete(*, instance_ids: Iterable[int], keep_volumes: bool | None = None,
                     actor: str | None = None) -> Queued:
-    """Delete the rows; post_delete enqueues the teardown (volumes kept when `keep_volumes`).
-
-    One QuerySet.delete() and one Activity insert for the whole selection: the same number of
-    queries for 100 rows as for 10.
+    """Mark the rows `deleting` (name and ports stay reserved) and enqueue their teardown; the
+    worker removes each row once its workload is gone. `keep_volumes` None: each row's own flag.
     """
-    outcome = Queued(verb="deletion (volumes kept)" if keep_volumes else "deletion")
-    with acting_as(actor or current_actor()), transaction.atomic(), _teardowns_batched() as done:
-        pks = list(Instance.objects.select_for_update().filter(pk__in=list(instance_ids))
-                   .values_list("pk", flat=True))
-        chosen = Instance.objects.filter(pk__in=pks)
-        chosen.update(keep_volumes=keep_volumes)  # what post_delete reads
-        chosen.delete()  # post_delete → instance_teardown_enqueue, into `done`
-        outcome.queued.extend(sorted(done))
+    changes = {**BUMP, **_status_to(Instance.Status.DELETING, "Deleting: queued.")}
+    if keep_volumes is not None:
+        changes["keep_volumes"] = Value(keep_volumes)
+    verb = {True: "deletion (volumes kept)", False: "deletion", None: "deletion"}[keep_volumes]
+    ids = list(instance_ids)
+    volumes = dict(Instance.objects.filter(pk__in=ids).values_list("pk", "keep_volumes"))
+    outcome = Queued(verb=verb)
+    # One Activity message per volume policy, so each says what happens to the data.
+    for keep in (True, False):
+        group = [pk for pk in ids if (keep_volumes if keep_volumes is not None
+                                      else volumes.get(pk)) is keep]
+        if not group:
+            continue
+        part = _change(
+            instance_ids=group, verb=verb, action="delete", actor=actor, changes=changes,
+            message="Removing container, config directory"
+            + ("; the volumes are kept." if keep else " and the four volumes."),
+        )
+        outcome.queued += part.queued
+        outcome.skipped += part.skipped
+        outcome.pending += part.pending
     return outcome
-
-
-_teardown_batch: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
-    "claworc_teardown_batch", default=None)
-
-
-@contextlib.contextmanager
-def _teardowns_batched():
-    """Collect the teardowns post_delete asks for; record and enqueue them together at the end."""
-    batch: dict[str, bool] = {}
-    token = _teardown_batch.set(batch)
-    try:
-        yield batch
-    finally:
-        _teardown_batch.reset(token)
-    Activity.objects.bulk_create(
-        _teardown_activity(name, purge) for name, purge in sorted(batch.items()))
-    for name, purge in sorted(batch.items()):
-        _enqueue_teardown(name, purge)
-
-
-def _teardown_activity(name: str, purge_volumes: bool) -> Activity:
-    return Activity(
-        instance_name=name, action="delete", result=Activity.Result.QUEUED, actor=current_actor(),
-        message="Removing container, config directory"
-        + (" and the four volumes." if purge_volumes else "; the volumes are kept."),
-    )
-
-
-def instance_teardown_enqueue(*, name: str, purge_volumes: bool) -> None:
-    """An Instance row was deleted (ports went with it): remove its workload after commit."""
-    batch = _teardown_batch.get()
-    if batch is not None:  # a bulk delete records them all at once
-        batch[name] = purge_volumes
-        return
-    _teardown_activity(name, purge_volumes).save()
-    _enqueue_teardown(name, purge_volumes)

@@ -23,11 +23,11 @@ from orchestrators.base import (
 )
 from orchestrators.base import Status as ObservedStatus
 
-from ..models import Activity, Instance, InstanceLease, OrphanWorkload, Setting
+from ..models import Activity, Instance, OrphanWorkload, Setting
 from .audit import SYSTEM
 from .converge import _observed_fields, troubleshooting_message
-from .intents import _enqueue_reconcile
-from .leases import RECONCILE_ALL_LEASE, lease_acquire, lease_release, lease_ttl
+from .intents import _enqueue
+from .leases import RECONCILE_ALL_LEASE, lease_acquire, lease_release, lease_ttl, leases_held
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,13 @@ class ReconcileAllReport:
     repairs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    #: Instances owing work that were handed to a worker by this run.
+    enqueued: list[str] = field(default_factory=list)
 
     def __str__(self):
         return (f"{self.observed} observed, {self.status_changes} status changes, "
                 f"{len(self.repairs)} repairs, {len(self.errors)} new errors, "
-                f"{len(self.orphans)} orphans")
+                f"{len(self.orphans)} orphans, {len(self.enqueued)} enqueued")
 
 
 def _age(row: dict, now: datetime) -> float:
@@ -86,19 +88,34 @@ def instances_reconcile_all(*, owner: str) -> ReconcileAllReport | None:
         lease_release(name=RECONCILE_ALL_LEASE, owner=owner)
 
 
+def enqueue_grace() -> timedelta:
+    """How long a converge handed to the broker may wait to start before it is sent again."""
+    return timedelta(seconds=2 * settings.CLAWORC_RECONCILE_INTERVAL)
+
+
+def _pending_intent(row: dict) -> bool:
+    """An intent not yet carried out: its converge (or teardown) writes the status, not us."""
+    return (row["generation"] > row["observed_generation"]
+            or row["restart_requested"] > row["restart_done"]
+            or row["recreate_requested"] > row["recreate_done"]
+            or row["status"] == Instance.Status.DELETING)
+
+
 def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
     started = timezone.now()
     rows = list(Instance.objects.values(
         "pk", "name", "desired_state", "status", "status_message", "status_since", "created_at",
-        "requested_action", "image",
+        "generation", "observed_generation", "restart_requested", "restart_done",
+        "recreate_requested", "recreate_done", "converge_failed", "image",
     ))
     observed = orch.status_all()
     now = timezone.now()
-    busy = set(InstanceLease.objects.filter(expires_at__gt=now).values_list("name", flat=True))
+    busy = leases_held()
     report = ReconcileAllReport(observed=len(observed))
     timeout = settings.CLAWORC_CREATING_TIMEOUT
     updates: dict[int, tuple[str, str]] = {}
     activities: list[Activity] = []
+    # Instances waiting for a pull are carried on by the pull (or by _pulling_check).
     to_enqueue: list[int] = []
     waiting = _pulls_waited_for(rows)
     to_pull: set[str] = set()
@@ -119,20 +136,19 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
         if (row["status"] == Instance.Status.PULLING
                 and row["desired_state"] == Instance.DesiredState.RUNNING):
             _pulling_check(row, waiting, now, to_enqueue, to_pull, note)
+        elif _pending_intent(row):
+            new = _timed_out(orch, row, obs, now, timeout, report, note)
         elif row["desired_state"] == Instance.DesiredState.RUNNING:
-            new = _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue, tails)
+            new = _running_wanted(orch, row, obs, now, timeout, report, note, tails)
         elif obs is not None and obs.status in (ObservedStatus.RUNNING, ObservedStatus.CREATING):
             new = (str(obs.status), "Started outside Claworc; stopping it.")
             note(row, "drift", Activity.Result.INFO,
                  f"{name} was running although its desired state is stopped; stopping it.")
             report.repairs.append(name)
-            to_enqueue.append(row["pk"])
         elif obs is not None:
             new = _observed_fields(obs)
         else:
             new = (Instance.Status.STOPPED, "No workload exists.")
-        if row["requested_action"] and row["pk"] not in to_enqueue:
-            to_enqueue.append(row["pk"])  # a restart/recreate whose task was lost
         if new is not None and new != current:
             updates[row["pk"]] = new
 
@@ -147,10 +163,13 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
 
     for rollout_id in rollouts_active():  # a lost message costs one interval, no more
         _enqueue_advance(rollout_id)
-    report.orphans = _orphans_report(orch, rows, observed, _volumes_if_due(orch), busy, now)
     Activity.objects.bulk_create(activities)
+    # Recovery first: what is owed is sent before the orphan bookkeeping, which may be slow on a
+    # busy host and must never hold a converge back.
+    report.enqueued = _owed_work_enqueue(now=now)
     for pk in to_enqueue:
-        _enqueue_reconcile(pk)
+        _enqueue("reconcile_instance", pk, next(r["name"] for r in rows if r["pk"] == pk))
+    report.orphans = _orphans_report(orch, observed, _volumes_if_due(orch), busy)
     logger.info("reconcile_all on %s: %s", orch.backend_name, report)
     return report
 
@@ -210,23 +229,54 @@ def _crash_log_tails(orch, rows, observed, busy) -> dict[str, str]:
         return dict(zip(crashed, pool.map(tail, crashed), strict=True))
 
 
-def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue, tails):
+def _owed_work_enqueue(*, now) -> list[str]:
+    """Send a converge for every instance that owes work, whose lease is free and that was not
+    handed to the broker recently: recovery by query, whatever became of earlier messages."""
+    owed = list(
+        Instance.objects.owing_work()
+        .exclude(name__in=leases_held())
+        # Waiting for an image: the pull carries them on when it ends (see _pulling_check).
+        .exclude(status=Instance.Status.PULLING)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - enqueue_grace()))
+        .values_list("pk", "name")
+    )
+    if owed:
+        Instance.objects.filter(pk__in=[pk for pk, _ in owed]).update(enqueued_at=now)
+        for pk, name in owed:
+            _enqueue("reconcile_instance", pk, name)
+    return [name for _, name in owed]
+
+
+def _timed_out(orch, row, obs, now, timeout, report, note):
+    """An intent still being carried out keeps its transitional status, up to the timeout."""
+    status = row["status"]
+    if status == Instance.Status.DELETING or status not in Instance.TRANSITIONAL:
+        return None
+    if _age(row, now) <= timeout:
+        return None
+    detail = obs.message if obs is not None and obs.message else (
+        "no workload exists: is a Celery worker running and able to reach the backend?"
+        if obs is None else f"the workload is {obs.status}")
+    text = troubleshooting_message(
+        orch=orch, name=row["name"], workload_exists=obs is not None,
+        error=f"Still {status} after {timeout} s (CLAWORC_CREATING_TIMEOUT): {detail}.")
+    note(row, "timeout", Activity.Result.ERROR, text)
+    report.errors.append(row["name"])
+    return (Instance.Status.ERROR, text)
+
+
+def _running_wanted(orch, row, obs, now, timeout, report, note, tails):
     """The new (status, message) of an instance meant to run, noting repairs; None = unchanged."""
     name, status = row["name"], row["status"]
-    if status == Instance.Status.ERROR and (obs is None or obs.status != ObservedStatus.RUNNING):
-        return None  # a person must act (the message says what); retrying would hide it
-    if status == Instance.Status.CREATING and _age(row, now) > timeout:
-        detail = obs.message if obs is not None and obs.message else (
-            "no workload exists: is a Celery worker running and able to reach the backend?"
-            if obs is None else f"the workload is {obs.status}")
-        text = troubleshooting_message(
-            orch=orch, name=name,
-            error=f"Still creating after {timeout} s (CLAWORC_CREATING_TIMEOUT): {detail}.")
-        note(row, "timeout", Activity.Result.ERROR, text)
-        report.errors.append(name)
-        return (Instance.Status.ERROR, text)
+    if status == Instance.Status.ERROR and (
+            row["converge_failed"] or obs is None or obs.status != ObservedStatus.RUNNING):
+        # A person must act (the message says what); retrying would hide it. A backend's refusal
+        # of an edit stays shown although the old workload still runs.
+        return None
+    timed_out = _timed_out(orch, row, obs, now, timeout, report, note)
+    if timed_out:
+        return timed_out
     if obs is None:
-        to_enqueue.append(row["pk"])
         if status == Instance.Status.CREATING:
             return None  # its creation is queued or in flight
         note(row, "drift", Activity.Result.INFO,
@@ -244,7 +294,6 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, to_enqueue, tail
             note(row, "crash", Activity.Result.ERROR, text)
             report.errors.append(name)
             return (Instance.Status.ERROR, text)
-        to_enqueue.append(row["pk"])
         if status == Instance.Status.CREATING:
             return None
         note(row, "drift", Activity.Result.INFO,
@@ -299,10 +348,13 @@ def _volumes_if_due(orch: Orchestrator) -> dict[str, list[str]] | None:
     return volumes
 
 
-def _orphans_report(orch, rows, observed, volumes, busy, now) -> list[str]:
+def _orphans_report(orch, observed, volumes, busy) -> list[str]:
     """Managed workloads, or volumes, with no Instance row: listed in OrphanWorkload, never
     deleted."""
-    known = {r["name"] for r in rows}
+    now = timezone.now()
+    # Read the names now, after the list calls: a row created (and its workload made) since the
+    # rows were read at the start is not an orphan. A row being deleted keeps its name.
+    known = set(Instance.objects.values_list("name", flat=True))
     candidates = {n: (str(o.status), o.message) for n, o in observed.items()}
     if volumes is None:  # not listed this beat: the volumes-only orphans known stay as they are
         candidates.update((name, (status, message)) for name, status, message in (

@@ -193,7 +193,7 @@ def _update(rollout: Rollout) -> str:
             failed.append((s, instance.status_message))
             continue
         finished = (instance.status == Instance.Status.RUNNING
-                    and instance.requested_action != Instance.RequestedAction.RECREATE
+                    and instance.recreate_done >= instance.recreate_requested
                     and (not rollout.digest or instance.running_digest == rollout.digest))
         if finished:
             RolloutStep.objects.filter(pk=s.pk).update(state=RolloutStep.State.DONE,

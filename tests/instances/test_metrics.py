@@ -50,13 +50,16 @@ def staff(client):
 
 
 def seed():
+    done = {"observed_generation": 1, "owed_since": None}  # converged by a worker
     Instance.objects.bulk_create([
-        Instance(name="bot-m-a", display_name="a", status="running"),
-        Instance(name="bot-m-b", display_name="b", status="running"),
-        Instance(name="bot-m-c", display_name="c", status="error"),
-        Instance(name="bot-m-d", display_name="d", status="stopped", desired_state="stopped"),
+        Instance(name="bot-m-a", display_name="a", status="running", **done),
+        Instance(name="bot-m-b", display_name="b", status="running", **done),
+        Instance(name="bot-m-c", display_name="c", status="error", **done),
+        Instance(name="bot-m-d", display_name="d", status="stopped", desired_state="stopped",
+                 **done),
         # Stop accepted, not yet carried out: owed work.
-        Instance(name="bot-m-e", display_name="e", status="running", desired_state="stopped"),
+        Instance(name="bot-m-e", display_name="e", status="stopping", desired_state="stopped",
+                 generation=2, observed_generation=1),
     ])
 
 

@@ -31,6 +31,9 @@ def test_pairs_are_even_odd_lowest_free_and_freed_on_delete(small_range):
     assert (pb.port_chrome, pb.port_terminal) == (30102, 30103)
     assert ports_allocate(instance=a).pk == pa.pk  # asking again keeps the pair
     a.delete()
+    # Reserved while `deleting`: its container may still hold the ports.
+    assert PortAllocation.objects.filter(port_chrome=30100).exists()
+    Instance.objects.filter(pk=a.pk).purge()  # what the teardown does once the workload is gone
     assert not PortAllocation.objects.filter(port_chrome=30100).exists()
     assert ports_allocate(instance=c).port_chrome == 30100  # the lowest free one
     ports_free(instance=c)

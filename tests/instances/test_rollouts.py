@@ -1,6 +1,7 @@
 """Fleet image updates on a fake host that pulls: resolve, pull once, batches, stop at a failure."""
 
 import pytest
+from django.db.models import F
 
 from instances import services
 from instances.models import ImagePull, Instance, Rollout
@@ -41,7 +42,7 @@ def _drive(rollout_id, host, *, fail=None, rounds=30):
         state = rollouts.rollout_advance(rollout_id=rollout_id)
         if ImagePull.objects.filter(state="queued").exists():
             images.image_pull(image=IMAGE, owner="w")
-        for instance in Instance.objects.filter(requested_action="recreate"):
+        for instance in Instance.objects.filter(recreate_requested__gt=F("recreate_done")):
             if fail and instance.name == fail:
                 host.fail_next["recreate"] = FinalError("Range of CPUs is from 0.01 to 2.00")
             services.instance_converge(pk=instance.pk, owner="t")

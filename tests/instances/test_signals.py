@@ -37,7 +37,9 @@ def test_saving_an_existing_row_does_not_provision_again(django_capture_on_commi
 
 def test_editing_what_it_runs_with_from_code_converges_it(orch,
                                                         django_capture_on_commit_callbacks):
-    Instance.objects.create(display_name="T4 Edit")
+    with eager_tasks(), django_capture_on_commit_callbacks(execute=True):
+        Instance.objects.create(display_name="T4 Edit")
+    orch.calls.clear()
     inst = Instance.objects.get(name="bot-t4-edit")  # as the shell would load it
     with django_capture_on_commit_callbacks() as callbacks:
         inst.cpu_limit = "1"
@@ -77,10 +79,13 @@ def test_deleting_a_row_tears_down_by_name_with_the_volume_choice(
     with django_capture_on_commit_callbacks() as callbacks:
         inst.delete()
     assert len(callbacks) == 1 and orch.ops("delete") == []
+    # Deleting from code does not bypass the two steps: the row stays until the teardown.
+    assert Instance.objects.get(name="bot-t4-gone").status == "deleting"
     with eager_tasks():
         callbacks[0]()
     assert orch.ops("delete") == ["bot-t4-gone"]
     assert len([v for v in orch.volumes if "bot-t4-gone" in v]) == (0 if purged else 4)
+    assert not Instance.objects.filter(name="bot-t4-gone").exists()
 
 
 def test_queryset_delete_tears_down_each_row(orch, django_capture_on_commit_callbacks):
@@ -91,3 +96,4 @@ def test_queryset_delete_tears_down_each_row(orch, django_capture_on_commit_call
     assert len(callbacks) == 2
     assert sorted(Activity.objects.values_list("instance_name", "action", "actor")) == [
         ("bot-t4-q1", "delete", "frank"), ("bot-t4-q2", "delete", "frank")]
+    assert set(Instance.objects.values_list("status", flat=True)) == {"deleting"}
