@@ -2,7 +2,8 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
+from celery.signals import task_postrun, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "claworc_site.settings")
 
@@ -51,3 +52,67 @@ def _expire_records_on_beat(sender, **kwargs):
                                        options={"expires": EXPIRE_EVERY}),
         name="expire old records",
     )
+
+
+class Heartbeat(bootsteps.StartStopStep):
+    """The worker's main process writes a heartbeat every few seconds (see /health)."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        from instances.services.liveness import HEARTBEAT_SECONDS
+
+        self.beat(worker)
+        self.tref = worker.timer.call_repeatedly(HEARTBEAT_SECONDS, self.beat, (worker,))
+
+    def stop(self, worker):
+        if self.tref:
+            self.tref.cancel()
+
+    def beat(self, worker):
+        from django.db import close_old_connections
+
+        from instances.services.liveness import worker_heartbeat
+
+        try:
+            close_old_connections()
+            worker_heartbeat(hostname=worker.hostname)
+        except Exception:  # noqa: BLE001 - a missed beat shows on /health; never kill the worker
+            import logging
+
+            logging.getLogger(__name__).warning("heartbeat not written", exc_info=True)
+
+
+app.steps["worker"].add(Heartbeat)
+
+
+@task_postrun.connect
+def _task_finished(sender=None, **kwargs):
+    # In the pool process that ran it: a worker that finishes tasks is making progress.
+    hostname = getattr(getattr(sender, "request", None), "hostname", None)
+    if not hostname or sender.app.conf.task_always_eager:
+        return
+    from instances.services.liveness import worker_task_finished
+
+    try:
+        worker_task_finished(hostname=hostname)
+    except Exception:  # noqa: BLE001 - liveness bookkeeping must not fail a task
+        import logging
+
+        logging.getLogger(__name__).warning("progress not recorded", exc_info=True)
+
+
+@worker_shutdown.connect
+def _worker_gone(sender=None, **kwargs):
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        from instances.services.liveness import worker_gone
+
+        try:
+            worker_gone(hostname=hostname)
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            pass

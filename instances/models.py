@@ -597,3 +597,20 @@ class RolloutStep(models.Model):
 
     def __str__(self):
         return f"{self.instance_name} ({self.state})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's sign of life: written by its main process every few seconds, and by
+    its pool processes when they finish a task. A worker that beats but finishes nothing while
+    work is owed is wedged (/health says so)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.PositiveIntegerField(default=0)
+    seen_at = models.DateTimeField()
+    last_task_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["hostname"]
+
+    def __str__(self):
+        return self.hostname

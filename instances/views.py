@@ -30,7 +30,7 @@ from django.views.decorators.cache import never_cache
 from orchestrators import registry
 from orchestrators.base import OrchestratorError
 
-from . import keys
+from . import keys, services
 from .keys import mask_secrets
 from .models import Instance
 from .usage import usage_display
@@ -144,6 +144,7 @@ def instance_list(request):
         "summary": summary,
         "backend": registry.current_backend_name(),
         "refresh": REFRESH_SECONDS,
+        "liveness": services.liveness(),
         "now": timezone.now(),
     })
 
@@ -179,6 +180,7 @@ def instance_detail(request, name):
         "usage_interval": settings.CLAWORC_USAGE_INTERVAL,
         "download_lines": settings.CLAWORC_LOG_DOWNLOAD_LINES,
         "refresh": REFRESH_SECONDS,
+        "liveness": services.liveness(),
     })
 
 
@@ -240,6 +242,7 @@ def health(request):
     signed-in staff. Nothing is stored: a detection run here is not persisted.
     """
     database, db_ok = _database_state()
+    live = services.liveness() if db_ok else None
     if db_ok:
         check = registry.check(timeout=ORCHESTRATOR_TIMEOUT, persist=False)
         backend = check.backend
@@ -248,6 +251,8 @@ def health(request):
         backend = registry.last_known_backend_name()
         check = registry.Check(backend, False, "not checked: the database is unavailable")
     status = "ok" if db_ok and check.reachable else ("degraded" if db_ok else "error")
+    if live is not None and live.degraded:
+        status = "degraded"
     body = {
         "status": status,
         "orchestrator_backend": backend,
@@ -261,7 +266,10 @@ def health(request):
         body["database"] = database
         body["version"] = VERSION
         body["uptime_seconds"] = round(time.monotonic() - _STARTED, 1)
-    return JsonResponse(body, status=200 if db_ok else 503)
+        if live is not None:
+            body["liveness"] = live.as_json()
+    # Owed work that no worker carries out is an outage a load balancer or a probe must see.
+    return JsonResponse(body, status=200 if db_ok and not (live and live.degraded) else 503)
 
 
 def _database_state() -> tuple[dict, bool]:

@@ -17,6 +17,7 @@ The control flow (ARCHITECTURE.md, "Desired state, then reconcile"), one module 
 - `converge`, `reconcile_all`: worker side. Hold a per-instance lease (`leases`) while talking
   to the backend, and write what was observed.
 - `ports`: the port pair of an instance. `audit`: who acts, and the Activity records.
+- `liveness`: worker heartbeats, and what /health makes of them with the owed work.
 
 Callers import the package (`from instances import services`); the names below are its API.
 """
@@ -57,6 +58,7 @@ from .leases import (
     lease_ttl,
     leases_held,
 )
+from .liveness import Liveness, liveness
 from .ports import PortRangeFull, ports_allocate, ports_free
 from .reconcile_all import (
     STOP_EXIT_CODES,
@@ -72,7 +74,7 @@ __all__ = [
     "instance_provision", "instance_recreate", "instance_refresh", "instance_restart",
     "instance_saved", "instance_start", "instance_stop", "instance_teardown",
     "instance_update", "PENDING_NOTE", "StaleWrite", "collecting_unsent", "stale_check",
-    "leases_held", "enqueue_grace", "instances_converge_if_changed",
+    "leases_held", "enqueue_grace", "Liveness", "liveness", "instances_converge_if_changed",
     "instances_reconcile", "instances_reconcile_all", "lease_acquire", "lease_owner",
     "lease_release", "lease_ttl", "ports_allocate", "ports_free", "troubleshooting_message",
 ]

@@ -405,3 +405,78 @@ def test_activity_survives_when_the_broker_fails_mid_way(orch, broker_down):
     assert outcome.queued == ["bot-t4-mid"]
     assert "OperationalError" in str(warned.call_args)
     assert "sk-" not in str(warned.call_args)
+
+
+# --- 6. a wedged or missing worker is visible ---------------------------------------------------
+
+def _owed_for(seconds):
+    inst = Instance.objects.bulk_create([Instance(display_name="w", name="bot-t4-waits")])[0]
+    Instance.objects.filter(pk=inst.pk).update(
+        owed_since=timezone.now() - timedelta(seconds=seconds))
+    return inst
+
+
+def test_health_is_degraded_when_work_is_owed_and_no_worker_progresses(client, settings,
+                                                                        no_cluster, monkeypatch):
+
+    settings.CLAWORC_RECONCILE_INTERVAL = 30
+    import importlib
+
+    from instances.models import WorkerHeartbeat
+
+    liveness = importlib.import_module("instances.services.liveness")
+    # A heartbeat counts as fresh for 3 beats; on a loaded machine the request itself may take
+    # longer than the 15 s of production, so the beat is made long for this test.
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 120.0)
+
+    _owed_for(61)
+    # A worker that beats (its main process lives) but finished nothing: a wedged pool.
+    WorkerHeartbeat.objects.create(hostname="w1@host", seen_at=timezone.now(),
+                                   last_task_at=timezone.now() - timedelta(minutes=5))
+    # A load balancer (anonymous) sees the outage; staff see why.
+    anonymous = client.get("/health")
+    anonymous_status = (anonymous.status_code, anonymous.json()["status"])
+    assert anonymous_status == (503, "degraded") and "liveness" not in anonymous.json()
+    client.force_login(User.objects.create_superuser("t4-health", password="pw-t4-long-enough"))
+    response = client.get("/health")
+    assert response.status_code == 503
+    data = response.json()
+    assert data["status"] == "degraded"
+    live = data["liveness"]
+    assert live["owed_work"]["instances"] == 1 and live["owed_work"]["oldest_seconds"] >= 61
+    assert live["workers"][0]["hostname"] == "w1@host" and live["workers"][0]["alive"], live
+    assert "take tasks but finish none" in live["reason"]
+
+    # Progress within two intervals: not degraded (a backlog being worked through).
+    WorkerHeartbeat.objects.update(last_task_at=timezone.now())
+    assert client.get("/health").json()["liveness"]["degraded"] is False
+
+
+def test_health_says_when_no_worker_runs_and_the_status_pages_show_a_banner(
+        client, staff, settings, no_cluster):  # staff: /health's details are theirs
+    settings.CLAWORC_RECONCILE_INTERVAL = 30
+    _owed_for(90)
+    data = client.get("/health").json()
+    assert data["liveness"]["degraded"] and "no Celery worker is running" in (
+        data["liveness"]["reason"])
+    for url in (reverse("instances:list"), reverse("instances:detail", args=["bot-t4-waits"])):
+        html = client.get(url).content.decode()
+        assert 'id="liveness-banner"' in html and "Work is waiting for a worker." in html
+
+
+def test_no_banner_when_nothing_is_owed(client, staff, no_cluster):  # staff: details
+    html = client.get(reverse("instances:list")).content.decode()
+    assert "liveness-banner" not in html
+    assert client.get("/health").json()["liveness"]["degraded"] is False
+
+
+def test_heartbeats_are_written_by_workers(settings):
+    from instances.models import WorkerHeartbeat
+
+    services.liveness  # noqa: B018 - the selector reads what these write
+    from instances.services.liveness import worker_heartbeat, worker_task_finished
+
+    worker_heartbeat(hostname="w2@host")
+    worker_task_finished(hostname="w2@host")
+    beat = WorkerHeartbeat.objects.get(hostname="w2@host")
+    assert beat.seen_at and beat.last_task_at

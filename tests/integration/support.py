@@ -335,8 +335,8 @@ class Stack:
         return self.base_url
 
     def start_worker(self, key: str = "worker", *, beat: bool = False,
-                     concurrency: int = 2) -> subprocess.Popen:
-        cmd = [str(Path(sys.executable).parent / "celery"), "-A", "claworc_site", "worker",
+                     concurrency: int = 2, app: str = "claworc_site") -> subprocess.Popen:
+        cmd = [str(Path(sys.executable).parent / "celery"), "-A", app, "worker",
                "--loglevel", "INFO", "--pool", "prefork", "--concurrency", str(concurrency),
                "--hostname", f"{key}-{uuid.uuid4().hex[:6]}@%h",
                "--without-gossip", "--without-mingle"]
