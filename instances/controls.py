@@ -120,7 +120,7 @@ def instances_live(request):
     """
     names = [n for n in request.GET.get("names", "").split(",") if n][:LIVE_MAX_NAMES]
     rows = (Instance.objects.filter(name__in=names).select_related("ports", "usage")
-            .only("name", "status", "status_message", "desired_state", "requested_action",
+            .only("name", "status", "status_message", "desired_state",
                   "ports__port_chrome", "ports__port_terminal", "usage__cpu_cores",
                   "usage__memory_bytes", "usage__memory_limit_bytes", "usage__volume_bytes",
                   "usage__message", "usage__sampled_at")) if names else []

@@ -68,14 +68,16 @@ def test_stop_from_the_status_page_records_the_intent_and_comes_back(
 
 
 @pytest.mark.parametrize("action, desired, requested", [
-    ("start", "running", ""), ("restart", "running", "restart"),
-    ("recreate", "running", "recreate"),
+    ("start", "running", ("starting", 0, 0)), ("restart", "running", ("restarting", 1, 0)),
+    ("recreate", "running", ("recreating", 0, 1)),
 ])
 def test_each_button_calls_its_service(operator, action, desired, requested):
     inst = running(desired_state="stopped", status="stopped")
     operator.post(action_url(inst.name), {"action": action})
     inst.refresh_from_db()
-    assert (inst.desired_state, inst.requested_action) == (desired, requested)
+    # The transitional status shows at once; one-shot requests are counted.
+    assert (inst.desired_state, (inst.status, inst.restart_requested,
+                                 inst.recreate_requested)) == (desired, requested)
 
 
 def test_a_user_without_the_change_permission_sees_no_buttons_and_may_not_post(viewer):
