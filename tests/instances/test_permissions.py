@@ -143,11 +143,13 @@ def test_every_action_for_every_kind_of_user(client, world, kind, action, orch):
     if allowed:
         assert recorded, response.content[:500]
         if action.startswith("delete"):
-            assert still_there is None
+            # Two steps: the row stays `deleting` until the worker's teardown.
+            assert still_there is not None and still_there.status == "deleting"
     else:
         assert not recorded
         assert still_there is not None
-        assert (still_there.desired_state, still_there.requested_action) == (desired, "")
+        assert (still_there.desired_state, still_there.restart_requested,
+                still_there.recreate_requested) == (desired, 0, 0)
         if kind in ("anonymous", "visitor"):
             assert response["Location"].startswith(LOGIN)
         elif kind == "staff_no_perms":
