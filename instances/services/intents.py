@@ -374,3 +374,17 @@ def instance_delete(*, instance_ids: Iterable[int], keep_volumes: bool | None = 
         outcome.skipped += part.skipped
         outcome.pending += part.pending
     return outcome
+
+
+def instance_teardown_enqueue(*, name: str, purge_volumes: bool) -> None:
+    """Remove what is left under `name` with no Instance row (an orphan's workload, config and,
+    with `purge_volumes`, volumes) once committed; a row of that name is never touched."""
+    record = Activity.objects.create(
+        instance_name=name, action="delete", result=Activity.Result.QUEUED,
+        actor=current_actor(),
+        message="Removing container, config directory"
+        + (" and the four volumes." if purge_volumes else "; the volumes are kept."),
+    )
+    _on_commit_once(("teardown_instance", name), functools.partial(
+        _send, "teardown_instance", [name, purge_volumes], pk=None, name=name,
+        activity_ids=(record.pk,)))
