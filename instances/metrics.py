@@ -34,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .models import ImagePull, Instance, InstanceUsage
+from .models import ImagePull, Instance, InstanceUsage, WorkerHeartbeat
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -110,6 +110,21 @@ class DatabaseCollector:
         yield from (cpu, memory, limit, volumes)
 
         yield from _pull_metrics(now)
+
+        # Per worker: a main process that stops beating is dead; one that beats but whose last
+        # finished task is old while work is owed is wedged (see /health).
+        seen = GaugeMetricFamily("claworc_worker_heartbeat_age_seconds",
+                                 "Seconds since the worker's main process last beat.",
+                                 labels=["worker"])
+        finished = GaugeMetricFamily("claworc_worker_last_task_age_seconds",
+                                     "Seconds since the worker last finished a task.",
+                                     labels=["worker"])
+        for host, seen_at, task_at in WorkerHeartbeat.objects.values_list(
+                "hostname", "seen_at", "last_task_at"):
+            seen.add_metric([host], (now - seen_at).total_seconds())
+            if task_at is not None:
+                finished.add_metric([host], (now - task_at).total_seconds())
+        yield from (seen, finished)
 
         last = InstanceUsage.objects.aggregate(last=Max("sampled_at"))["last"]
         if last is not None:

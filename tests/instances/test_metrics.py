@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from instances import tasks
-from instances.models import ImagePull, Instance, InstanceUsage
+from instances.models import ImagePull, Instance, InstanceUsage, WorkerHeartbeat
 from orchestrators.registry import override
 from tests.fakes import FakeOrchestrator, eager_tasks
 
@@ -110,8 +110,9 @@ def test_a_staff_session_may_scrape_and_the_query_count_stays_flat(
     InstanceUsage.objects.bulk_create(
         InstanceUsage(instance=inst, sampled_at=timezone.now(), cpu_cores=0.25,
                       memory_bytes=300 * 2**20) for inst in Instance.objects.all())
-    # session, user, counts, owed work, usage rows, pulls by state, pulls under way, last sample
-    with django_assert_max_num_queries(8):
+    # session, user, counts, owed work, usage rows, pulls by state, pulls under way, workers,
+    # last sample
+    with django_assert_max_num_queries(9):
         samples = parse(client.get(URL))
     assert value(samples, "claworc_instances", status="running", desired_state="running") == 150
     assert len(samples["claworc_instance_cpu_cores"]) == 150
@@ -179,3 +180,16 @@ def test_pull_progress_of_the_pulls_under_way(client, staff):
     assert value(samples, "claworc_image_pull_bytes_total", image="agent:2") == 16_000_000
     assert value(samples, "claworc_image_pull_heartbeat_age_seconds", image="agent:2") < 60
     assert "agent:1" not in str(samples["claworc_image_pull_bytes_done"])
+
+
+def test_worker_heartbeat_ages(client, staff):
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="worker@a", seen_at=now - timedelta(seconds=3),
+                                   last_task_at=now - timedelta(seconds=70))
+    WorkerHeartbeat.objects.create(hostname="worker@b", seen_at=now - timedelta(seconds=400))
+    samples = parse(client.get(URL))
+    assert 3 <= value(samples, "claworc_worker_heartbeat_age_seconds", worker="worker@a") < 60
+    assert 400 <= value(samples, "claworc_worker_heartbeat_age_seconds", worker="worker@b") < 460
+    assert 70 <= value(samples, "claworc_worker_last_task_age_seconds", worker="worker@a") < 130
+    assert [lab["worker"] for lab, _ in samples["claworc_worker_last_task_age_seconds"]] == [
+        "worker@a"]
