@@ -123,7 +123,10 @@ def test_admin_form_shows_config_secrets_masked_and_keeps_them_on_save(admin_cli
     assert response.status_code == 302, response.context["adminform"].form.errors
     inst.refresh_from_db()
     assert inst.clawdbot_config == {**CONFIG, "model": "claude-2"}
-    # A value typed over a mask replaces the secret.
+    # A value typed over a mask replaces the secret (in a form opened after that save: the
+    # first one is stale now, and a stale form is refused).
+    data = form_inputs(admin_client.get(url).content.decode()).data
+    shown = json.loads(data["clawdbot_config"])
     shown["gateway"]["authToken"] = "tok-new-secret-value-1111"
     data["clawdbot_config"] = json.dumps(shown)
     assert admin_client.post(url, data).status_code == 302
