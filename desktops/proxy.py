@@ -146,6 +146,15 @@ async def desktop_websocket(scope, receive, send) -> None:
     await send({"type": "websocket.accept", "subprotocol": remote.subprotocol})
     reason, code, browser_gone = await _pump(session_id, receive, send, remote, traffic)
     await remote.close()
+    if not browser_gone and reason.startswith(("the desktop connection broke",
+                                               "closed by the desktop")):
+        # Stopping the instance takes its desktop down, often before the watchdog's next look:
+        # say that rather than "the connection broke".
+        closing = await _db(services.desktop_session_heartbeat)(
+            session_id=session_id, active_at=traffic.last_at,
+            bytes_to_desktop=traffic.to_desktop, bytes_from_desktop=traffic.from_desktop)
+        if closing is not None:
+            reason, code = closing.reason, closing.code
     if not browser_gone:
         await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
     await close(session_id=session_id, reason=reason, bytes_to_desktop=traffic.to_desktop,
