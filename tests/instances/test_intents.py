@@ -32,18 +32,6 @@ def _ports(settings):
 
 
 @pytest.fixture
-def run_tasks(django_capture_on_commit_callbacks):
-    """Commit callbacks (the enqueues) run, and the tasks they enqueue run in-process."""
-
-    def run(fn, *args, **kwargs):
-        with eager_tasks(), django_capture_on_commit_callbacks(execute=True) as callbacks:
-            result = fn(*args, **kwargs)
-        return result, callbacks
-
-    return run
-
-
-@pytest.fixture
 def staff(client):
     user = User.objects.create_superuser("root-t4", password="pw-t4-long-enough")
     client.force_login(user)

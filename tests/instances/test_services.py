@@ -18,7 +18,7 @@ from instances.models import (
     Setting,
 )
 from orchestrators.base import FinalError, Status, TransientError
-from tests.fakes import FakeWorkload, eager_tasks
+from tests.fakes import FakeWorkload
 
 pytestmark = pytest.mark.django_db
 
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _ports(settings):
     settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 32000, 32399
-
-
-@pytest.fixture
-def run_tasks(django_capture_on_commit_callbacks):
-    """Commit callbacks (the enqueues) run, and the tasks they enqueue run in-process."""
-
-    def run(fn, *args, **kwargs):
-        with eager_tasks(), django_capture_on_commit_callbacks(execute=True) as callbacks:
-            result = fn(*args, **kwargs)
-        return result, callbacks
-
-    return run
 
 
 def _make(name, **fields):
