@@ -155,10 +155,11 @@ async def desktop_websocket(scope, receive, send) -> None:
             bytes_to_desktop=traffic.to_desktop, bytes_from_desktop=traffic.from_desktop)
         if closing is not None:
             reason, code = closing.reason, closing.code
-    if not browser_gone:
-        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+    # Recorded before the browser hears of it: whoever sees the close can read why at once.
     await close(session_id=session_id, reason=reason, bytes_to_desktop=traffic.to_desktop,
                 bytes_from_desktop=traffic.from_desktop, active_at=traffic.last_at)
+    if not browser_gone:
+        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
 async def _pump(session_id, receive, send, remote, traffic: _Traffic):
