@@ -867,7 +867,7 @@ class DockerOrchestrator(Orchestrator):
         attrs = self._inspect(spec.name)  # the daemon answers before anything is written
         had_config_dir = os.path.isdir(config_dir_for(self.config_dir, spec.name))
         self._write_config(spec)
-        for attempt in range(4):
+        for attempt in range(6):
             if attempt:
                 attrs = self._inspect(spec.name)
             if attrs is None:
@@ -878,6 +878,9 @@ class DockerOrchestrator(Orchestrator):
                     raise
                 try:
                     if not self._create(spec, kwargs):
+                        # Someone else's create holds the name; on a busy daemon it can stay
+                        # uninspectable for a while, so give it time before looking again.
+                        time.sleep(0.2 * 2 ** attempt)
                         continue
                     logger.info("created container %s", spec.name)
                     self._start_or_remove(spec)
