@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import User
 
 from orchestrators.registry import override
 from tests.fakes import FakeOrchestrator, eager_tasks
@@ -21,3 +22,11 @@ def run_tasks(django_capture_on_commit_callbacks):
         return result, callbacks
 
     return run
+
+
+@pytest.fixture
+def staff(client):
+    """A signed-in superuser (files that need a narrower user define their own `staff`)."""
+    user = User.objects.create_superuser("root-t4", password="pw-t4-long-enough")
+    client.force_login(user)
+    return user

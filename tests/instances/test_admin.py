@@ -22,13 +22,6 @@ def _ports(settings):
     settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END = 32000, 32399
 
 
-@pytest.fixture
-def staff(client):
-    user = User.objects.create_superuser("root-t4", password="pw-t4-long-enough")
-    client.force_login(user)
-    return user
-
-
 def _make(n, **fields):
     objs = Instance.objects.bulk_create(
         Instance(display_name=f"t4 {i}", name=f"bot-t4-{i:04d}", **fields) for i in range(n))

@@ -32,13 +32,6 @@ def _ports(settings):
 
 
 @pytest.fixture
-def staff(client):
-    user = User.objects.create_superuser("root-t4", password="pw-t4-long-enough")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
 def broker_down(monkeypatch):
     """Every task send fails as kombu fails when Redis refuses the connection."""
     def refuse(*args, **kwargs):
