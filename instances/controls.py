@@ -11,6 +11,7 @@ Nothing here waits on a worker; only the log views talk to the backend, under ti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from asgiref.sync import sync_to_async
@@ -158,11 +159,23 @@ def _orchestrator():
     return registry.get_orchestrator(detect_if_needed=False)
 
 
+def _close(stream) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        # A plain generator still running in a reader thread refuses to close (ValueError);
+        # a backend's followed log (orchestrators.streams.FollowedLog) closes from any thread.
+        with contextlib.suppress(ValueError):
+            close()
+
+
 def _chunks(stream):
     # An empty first chunk sends the headers at once, so the page knows it is following even
     # while the log has nothing new to say.
-    yield ""
-    yield from stream
+    try:
+        yield ""
+        yield from stream
+    finally:
+        _close(stream)
 
 
 _END = object()
@@ -172,8 +185,14 @@ async def _async_chunks(stream):
     iterator = _chunks(stream)
     # Each wait for the next line runs in a thread of its own, never on the event loop.
     read = sync_to_async(next, thread_sensitive=False)
-    while (chunk := await read(iterator, _END)) is not _END:
-        yield chunk
+    try:
+        while (chunk := await read(iterator, _END)) is not _END:
+            yield chunk
+    finally:
+        # The page went away (the server cancels this generator) or the follow ended: close
+        # the backend's stream now, from here, rather than when a thread still waiting on it
+        # sees the next line, perhaps minutes later. A followed log's close() is thread-safe.
+        _close(stream)
 
 
 @never_cache

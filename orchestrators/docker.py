@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import subprocess
@@ -54,6 +53,7 @@ from .base import (
     is_crash,
 )
 from .quantity import parse_bytes, parse_cpu
+from .streams import bounded_stream
 
 logger = logging.getLogger(__name__)
 
@@ -420,40 +420,6 @@ def usage_from_stats(name: str, stats: dict[str, Any]) -> Usage | None:
         memory_bytes=used,
         memory_limit_bytes=memory.get("limit"),
     )
-
-
-def _pump(stream, chunks: queue.Queue) -> None:
-    """Copy a blocking log stream into a queue (run in a thread); None marks its end."""
-    try:
-        for chunk in stream:
-            chunks.put(chunk)
-    except Exception:  # noqa: BLE001 - a closed or broken stream simply ends the follow
-        pass
-    finally:
-        chunks.put(None)
-
-
-def bounded_stream(stream, seconds: float) -> Iterator[str]:
-    """Text from a blocking byte stream until it ends or `seconds` pass; then it is closed.
-
-    The stream is read in a thread so the deadline holds even when no line comes at all.
-    """
-    chunks: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(stream, chunks), daemon=True,
-                     name="claworc-log-follow").start()
-    deadline = time.monotonic() + seconds
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                chunk = chunks.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if chunk is None:
-                return
-            yield chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
-    finally:
-        with contextlib.suppress(Exception):
-            stream.close()
 
 
 # --- the backend --------------------------------------------------------------------------------

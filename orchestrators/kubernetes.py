@@ -13,6 +13,7 @@ ConfigMap `bot-mybot-config` (key `clawdbot.json`), Service `bot-mybot-vnc`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -20,7 +21,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from .base import (
     Usage,
 )
 from .quantity import parse_bytes, parse_cpu
+from .streams import FollowedLog
 
 log = logging.getLogger(__name__)
 
@@ -807,11 +809,13 @@ class KubernetesOrchestrator(Orchestrator):
 
         Other failures raise TransientError or FinalError, outside the except block: the
         client's exception (its text holds the whole response) is not kept as their context.
+        With raw=True the answer is the unread HTTP response, for a stream the caller reads.
         """
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         as_json = kwargs.pop("as_json", True)
+        raw = kwargs.pop("raw", False)
         kwargs.setdefault("_request_timeout", self.timeout)
         error: OrchestratorError | None = None
         try:
@@ -826,6 +830,8 @@ class KubernetesOrchestrator(Orchestrator):
                 f"trying to {verb} {kind.label} {name} ({type(exc).__name__}); retrying later")
         if error is not None:
             raise error
+        if raw:
+            return response
         if not as_json:
             return response.data.decode("utf-8", errors="replace")
         return json.loads(response.data or b"null")
@@ -1247,6 +1253,27 @@ class KubernetesOrchestrator(Orchestrator):
     def logs(self, name: str, lines: int = 100) -> str:
         return self._log_tail(name, lines)
 
+    def follow_logs(self, name: str, *, lines: int, seconds: float) -> Iterator[str]:
+        """The pod's log with follow=true: the last `lines` lines, then each new one as the
+        API server passes it on, for at most `seconds`. Two calls: the instance's pods, then
+        the stream of the newest live one. The stream ends by itself when that pod's container
+        stops (a pod replaced by a restart or recreate): "Follow again" then finds the new pod.
+        """
+        pods = _live_first(self._pods(name))
+        if not pods:
+            return iter([])
+        pod_name = pods[0]["metadata"]["name"]
+        # The read timeout outlasts the follow, so only a connection that died silently is
+        # cut by it; the follow's own deadline closes the stream before.
+        response = self._call("follow the logs of", self._pod, pod_name,
+                              self._core.read_namespaced_pod_log, pod_name, self.namespace,
+                              container=CONTAINER_NAME, tail_lines=lines, follow=True, raw=True,
+                              expect=(400, 404),
+                              _request_timeout=(self.timeout, seconds + self.timeout))
+        if isinstance(response, Refused):  # the pod is gone, or its container not started
+            return iter([])
+        return FollowedLog(_read_as_sent(response), seconds, lambda: _drop(response))
+
     #: usage(): one list of PodMetrics, whatever the number of names.
     usage_fixed_calls = 1
 
@@ -1266,6 +1293,26 @@ class KubernetesOrchestrator(Orchestrator):
         wanted = set(names)
         found = usage_from_pod_metrics((listed or {}).get("items") or [])
         return {name: usage for name, usage in found.items() if name in wanted}
+
+
+#: Most bytes one read of a followed log returns (it returns as soon as anything arrives).
+_STREAM_READ = 64 * 1024
+
+
+def _read_as_sent(response) -> Iterator[bytes]:
+    """The body of a streamed HTTP response, each piece as soon as it arrives (read1: no
+    waiting for a buffer to fill, chunked or not)."""
+    while chunk := response.read1(_STREAM_READ):
+        yield chunk
+
+
+def _drop(response) -> None:
+    """Close a streamed response at once, waking a read blocked on it in another thread."""
+    with contextlib.suppress(Exception):
+        response.shutdown()
+    response.close()
+    with contextlib.suppress(Exception):
+        response.release_conn()
 
 
 def _secret_forms(spec: InstanceSpec) -> list[str]:

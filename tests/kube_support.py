@@ -21,6 +21,10 @@ API
                                   answers 404 with kube-apiserver's exact body)
     .set_logs(pod, text)          what GET …/pods/<pod>/log answers (404 until set; honours
                                   tailLines)
+    .append_logs(pod, text)       the pod's container writes `text`: a follow=true request
+                                  (chunked, as the API server streams it) sends it on at once
+    .open_log_follows() -> int    follow=true streams still open (the client has not gone
+                                  away, the pod was not deleted); a deleted pod ends its streams
     .inject(method, path_part, status=500, *, message="injected", reason=None, details=None,
             delay=0.0, times=None)
                                   answer requests whose method matches and whose path contains
@@ -100,6 +104,9 @@ def _make_emulator_class():
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
             self.pod_logs: dict[str, str] = {}
+            self.ended_logs: set[str] = set()
+            self.log_follows = 0
+            self.closing = False
             self.injections: list[dict] = []
             self.log: list[tuple[str, str, dict]] = []
             self._versions = itertools.count(1)
@@ -140,10 +147,17 @@ def _make_emulator_class():
                 text = self.pod_logs.get(request.name)
                 if text is None:
                     raise kmock.KubernetesObjectNotFoundError()
+                sent = len(text)
                 tail = request.params.get("tailLines")
                 if tail is not None:
                     text = "".join(text.splitlines(keepends=True)[-int(tail):]) if int(tail) else ""
+                if request.params.get("follow") == "true":
+                    return await self._follow_log(request, text, sent)
                 return aiohttp.web.Response(text=text, content_type="text/plain")
+            if (request.method == kmock.method.DELETE and request.resource is not None
+                    and request.resource.plural == "pods" and request.name):
+                # The container is gone with its pod: the API server ends its log streams.
+                self.ended_logs.add(request.name)
             data = request.data
             if request.resource is not None and isinstance(data, dict):
                 if request.action == kmock.action.CREATE:
@@ -156,6 +170,34 @@ def _make_emulator_class():
                 elif request.action == kmock.action.UPDATE:
                     data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
             return await super()._handle(request)
+
+        async def _follow_log(self, request, text: str, sent: int):
+            """Stream as kube-apiserver does for follow=true: headers at once, then chunks as
+            the container writes, until the pod is deleted or the client goes away."""
+            raw = request._raw_request
+            name = request.name
+            response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(raw)
+            self.log_follows += 1
+            try:
+                if text:
+                    await response.write(text.encode())
+                while not self.closing and name not in self.ended_logs:
+                    transport = raw.transport
+                    if transport is None or transport.is_closing():
+                        return response  # the client went away
+                    now = self.pod_logs.get(name, "")
+                    if len(now) > sent:
+                        await response.write(now[sent:].encode())
+                        sent = len(now)
+                    await asyncio.sleep(0.02)
+                await response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass  # the client went away while a chunk was being written
+            finally:
+                self.log_follows -= 1
+            return response
 
     return _Emulator
 
@@ -186,6 +228,8 @@ class KubeEmulator:
         return self
 
     def stop(self) -> None:
+        if self.emulator is not None:
+            self.emulator.closing = True  # open log streams end rather than hold the server
         for api in self._clients:
             api.close()
         self._clients.clear()
@@ -279,6 +323,12 @@ class KubeEmulator:
     # --- inspection --------------------------------------------------------------------------
     def set_logs(self, pod: str, text: str) -> None:
         self.emulator.pod_logs[pod] = text
+
+    def append_logs(self, pod: str, text: str) -> None:
+        self.emulator.pod_logs[pod] = self.emulator.pod_logs.get(pod, "") + text
+
+    def open_log_follows(self) -> int:
+        return self.emulator.log_follows
 
     def inject(self, method: str, path_part: str, status: int | None = 500, *,
                message: str = "injected", reason: str | None = None,
