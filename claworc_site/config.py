@@ -179,9 +179,9 @@ def site_id(env, data_dir: Path) -> str:
     """This installation's identity: CLAWORC_SITE_ID, else the one generated once into
     `<data_dir>/site-id` (so web, worker, beat and `manage.py` agree, and it survives restarts).
 
-    Every workload is labelled with it, so two installations sharing one Docker daemon never
-    list, adopt or delete each other's workloads. It is a label value: lowercase letters,
-    digits and '-', at most 63 characters.
+    Every workload is labelled with it, so two installations sharing one Docker daemon or one
+    Kubernetes namespace never list, adopt or delete each other's workloads. It is a label
+    value: lowercase letters, digits and '-', at most 63 characters.
     """
     value = env.str("CLAWORC_SITE_ID", default="").strip()
     source = "CLAWORC_SITE_ID"

@@ -140,7 +140,8 @@ CLAWORC_K8S_NODE_PORT_RANGE = node_port_range(env)
 # Copy the image's files into each new, empty PVC (as Docker does for named volumes).
 CLAWORC_K8S_SEED_VOLUMES = env_bool(env, "CLAWORC_K8S_SEED_VOLUMES", True)
 # This installation's identity, a label on every workload it makes: two sites sharing a Docker
-# daemon never see, adopt or delete each other's. Unset: generated once into the data directory.
+# daemon or a Kubernetes namespace never see, adopt or delete each other's. Unset: generated once
+# into the data directory.
 CLAWORC_SITE_ID = site_id(env, DATA_DIR)
 # Fernet keys for API keys at rest, comma-separated, newest first (MultiFernet rotation).
 CLAWORC_ENCRYPTION_KEY = env.str("CLAWORC_ENCRYPTION_KEY", default="") or data_file(

@@ -159,6 +159,14 @@ class FinalError(OrchestratorError):
     """A person must act (port taken, bad image, privileged refused); retrying will not help."""
 
 
+def foreign_site_error(what: str, name: str, where: str, theirs: str, ours: str) -> FinalError:
+    """The refusal to take over another site's object of the same name, said the same way by
+    every backend: `where` is "on this Docker host", "in namespace claworc"..."""
+    return FinalError(
+        f"A {what} named {name} belongs to another Claworc installation {where} (site {theirs}; "
+        f"this one is {ours}); Claworc will not take it over. Give the instance another name.")
+
+
 class PullError(FinalError):
     """An image could not be pulled. `cause` names why, for code; the message says it for people.
 

@@ -50,6 +50,7 @@ from .base import (
     Status,
     TransientError,
     Usage,
+    foreign_site_error,
     is_crash,
 )
 from .quantity import parse_bytes, parse_cpu
@@ -574,11 +575,8 @@ class DockerOrchestrator(Orchestrator):
 
     def _refuse_foreign(self, name: str, what: str, labels: dict[str, str] | None) -> None:
         if not self._ours(labels):
-            raise FinalError(
-                f"A {what} named {name} belongs to another Claworc installation on this Docker "
-                f"host (site {labels[LABEL_SITE]}; this one is {self.site}); Claworc will not "
-                "take it over. Give the instance another name."
-            )
+            raise foreign_site_error(what, name, "on this Docker host", labels[LABEL_SITE],
+                                     self.site)
 
     def _labels(self, spec: InstanceSpec) -> dict[str, str]:
         labels = spec.labels()

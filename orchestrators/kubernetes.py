@@ -31,6 +31,7 @@ from .base import (
     CONFIG_MOUNT_PATH,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
+    LABEL_SITE,
     MANAGED_BY_VALUE,
     TERMINAL_VNC_PORT,
     VOLUME_MOUNTS,
@@ -44,6 +45,7 @@ from .base import (
     Status,
     TransientError,
     Usage,
+    foreign_site_error,
 )
 from .quantity import parse_bytes, parse_cpu
 from .streams import FollowedLog
@@ -107,13 +109,27 @@ def service_name(name: str) -> str:
     return f"{name}-vnc"
 
 
-def labels(name: str) -> dict[str, str]:
-    return {LABEL_APP: name, LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTANCE: name}
+def labels(name: str, site: str = "") -> dict[str, str]:
+    """Every object's labels; `site` (CLAWORC_SITE_ID) tells installations sharing a namespace
+    apart."""
+    found = {LABEL_APP: name, LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTANCE: name}
+    if site:
+        found[LABEL_SITE] = site
+    return found
 
 
 def selector(name: str) -> dict[str, str]:
-    """Pods of the Deployment and endpoints of the Service (immutable once created)."""
+    """Pods of the Deployment and endpoints of the Service (immutable once created).
+
+    Never the site: a Deployment's selector cannot change on a live object, and names are
+    unique in a namespace, so `app=<name>` already selects only the one Deployment's Pods."""
     return {LABEL_APP: name}
+
+
+def managed_selector(site: str = "") -> str:
+    """The label selector of every list: Claworc's objects, of this site when it has one."""
+    found = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+    return f"{found},{LABEL_SITE}={site}" if site else found
 
 
 # --- cluster options ----------------------------------------------------------------------------
@@ -132,6 +148,8 @@ class ClusterOptions:
     #: Copy the image's files into each new, empty PVC before the agent starts (as Docker does
     #: for named volumes).
     seed_volumes: bool = True
+    #: This installation's CLAWORC_SITE_ID, a label on every object ("" labels none).
+    site: str = ""
 
     @classmethod
     def from_settings(cls) -> ClusterOptions:
@@ -141,7 +159,8 @@ class ClusterOptions:
                    image_pull_secrets=tuple(settings.CLAWORC_K8S_IMAGE_PULL_SECRETS),
                    node_selector=dict(settings.CLAWORC_K8S_NODE_SELECTOR),
                    tolerations=tuple(settings.CLAWORC_K8S_TOLERATIONS),
-                   seed_volumes=settings.CLAWORC_K8S_SEED_VOLUMES)
+                   seed_volumes=settings.CLAWORC_K8S_SEED_VOLUMES,
+                   site=getattr(settings, "CLAWORC_SITE_ID", ""))
 
 
 DEFAULT_OPTIONS = ClusterOptions()
@@ -152,17 +171,17 @@ def build_all(spec: InstanceSpec, *, namespace: str, options: ClusterOptions = D
     """Every object of the instance, in the order ensure applies them."""
     return [
         *build_pvcs(spec, namespace=namespace, options=options),
-        build_secret(spec, namespace=namespace),
-        build_config_map(spec, namespace=namespace),
-        build_service(spec, namespace=namespace, desktop_access=desktop_access),
+        build_secret(spec, namespace=namespace, options=options),
+        build_config_map(spec, namespace=namespace, options=options),
+        build_service(spec, namespace=namespace, desktop_access=desktop_access, options=options),
         build_deployment(spec, namespace=namespace, options=options),
     ]
 
 
 # --- manifests (pure) --------------------------------------------------------------------------
 
-def _meta(name: str, instance: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(instance)}
+def _meta(name: str, instance: str, namespace: str, site: str = "") -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels(instance, site)}
 
 
 def config_json(config: Mapping[str, Any]) -> str:
@@ -183,28 +202,30 @@ def build_pvcs(spec: InstanceSpec, *, namespace: str,
         pvcs.append({
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": _meta(pvc_name(spec.name, volume), spec.name, namespace),
+            "metadata": _meta(pvc_name(spec.name, volume), spec.name, namespace, options.site),
             "spec": pvc_spec,
         })
     return pvcs
 
 
-def build_secret(spec: InstanceSpec, *, namespace: str) -> dict[str, Any]:
+def build_secret(spec: InstanceSpec, *, namespace: str,
+                 options: ClusterOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """The API keys as `data` (base64), read by the container through envFrom."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _meta(secret_name(spec.name), spec.name, namespace),
+        "metadata": _meta(secret_name(spec.name), spec.name, namespace, options.site),
         "type": "Opaque",
         "data": {key: _b64(value) for key, value in spec.env.items()},
     }
 
 
-def build_config_map(spec: InstanceSpec, *, namespace: str) -> dict[str, Any]:
+def build_config_map(spec: InstanceSpec, *, namespace: str,
+                     options: ClusterOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(config_map_name(spec.name), spec.name, namespace),
+        "metadata": _meta(config_map_name(spec.name), spec.name, namespace, options.site),
         "data": {CONFIG_FILENAME: config_json(spec.config)},
     }
 
@@ -311,13 +332,13 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1,
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(name, name, namespace),
+        "metadata": _meta(name, name, namespace, options.site),
         "spec": {
             "replicas": replicas,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector(name)},
             "template": {
-                "metadata": {"labels": labels(name),
+                "metadata": {"labels": labels(name, options.site),
                              "annotations": {CHECKSUM_ANNOTATION: config_checksum(spec)}},
                 "spec": pod_spec,
             },
@@ -326,7 +347,8 @@ def build_deployment(spec: InstanceSpec, *, namespace: str, replicas: int = 1,
 
 
 def build_service(spec: InstanceSpec, *, namespace: str,
-                  desktop_access: DesktopAccess = DesktopAccess.PORTS) -> dict[str, Any]:
+                  desktop_access: DesktopAccess = DesktopAccess.PORTS,
+                  options: ClusterOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """NodePort: the allocated even port to Chrome VNC, the odd one to the terminal. In proxy
     mode a ClusterIP Service instead: the desktops are reached only through the dashboard."""
     chrome = {"name": CHROME_SERVICE_PORT_NAME, "protocol": "TCP", "port": CHROME_VNC_PORT,
@@ -339,7 +361,7 @@ def build_service(spec: InstanceSpec, *, namespace: str,
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(service_name(spec.name), spec.name, namespace),
+        "metadata": _meta(service_name(spec.name), spec.name, namespace, options.site),
         "spec": {
             "type": "NodePort" if DesktopAccess(desktop_access).published else "ClusterIP",
             "selector": selector(spec.name),
@@ -674,6 +696,11 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
     return found.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE and bool(found.get(LABEL_INSTANCE))
 
 
+def site_of(obj: Mapping[str, Any]) -> str:
+    """The site label of an object; "" on one made before sites existed."""
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_SITE) or ""
+
+
 _METRIC_CPU_UNITS = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0}
 
 
@@ -756,6 +783,9 @@ class KubernetesOrchestrator(Orchestrator):
         self.node_host = node_host
         self.timeout = timeout
         self.options = options
+        #: CLAWORC_SITE_ID: objects of another site in the namespace are never listed, adopted
+        #: or deleted; ours without the label (made before sites existed) are adopted.
+        self.site = options.site
         self.port_range = port_range
         self.node_port_range = node_port_range
         core = client.CoreV1Api(api_client)
@@ -884,7 +914,27 @@ class KubernetesOrchestrator(Orchestrator):
                 f"A {kind.label} named {name} exists in namespace {self.namespace} but is not "
                 "managed by Claworc (no managed-by=claworc label); rename or remove it, or "
                 "give the instance another name.")
+        theirs = site_of(found)
+        if self.site and theirs and theirs != self.site:
+            raise foreign_site_error(kind.label, name, f"in namespace {self.namespace}", theirs,
+                                     self.site)
         return found
+
+    def _mine(self, obj: Mapping[str, Any]) -> bool:
+        """Listed objects: ours and labelled with this site (the server may ignore selectors)."""
+        return is_managed(obj) and (not self.site or site_of(obj) == self.site)
+
+    def _list_mine(self, kind: _Kind) -> list[dict]:
+        return [o for o in self._list(kind, managed_selector(self.site)) if self._mine(o)]
+
+    def _unlabelled_deployments(self) -> list[dict]:
+        """Deployments made before sites existed (no site label): this site's own, adopted by
+        their next converge. One list call, which finds nothing once all are labelled."""
+        if not self.site:
+            return []
+        found = self._list(self._deployment,
+                           f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},!{LABEL_SITE}")
+        return [d for d in found if is_managed(d) and not site_of(d)]
 
     def _list(self, kind: _Kind, label_selector: str) -> list[dict]:
         listed = self._call("list", kind, label_selector, kind.list, self.namespace,
@@ -1067,12 +1117,15 @@ class KubernetesOrchestrator(Orchestrator):
         for pvc in build_pvcs(spec, namespace=ns, options=options):
             self._apply(self._pvc, pvc, lambda old, new: self._diff_pvc(old, new, grow))
         notes = [self._grow_pvc(spec.name, *pvc) for pvc in grow]
-        self._apply(self._secret, build_secret(spec, namespace=ns), self._diff_data,
+        self._apply(self._secret, build_secret(spec, namespace=ns, options=options),
+                    self._diff_data,
                     secrets=secrets)
-        self._apply(self._config_map, build_config_map(spec, namespace=ns), self._diff_data)
+        self._apply(self._config_map, build_config_map(spec, namespace=ns, options=options),
+                    self._diff_data)
         # The Service before the Deployment: a NodePort taken elsewhere fails before any Pod.
         self._apply(self._service, build_service(spec, namespace=ns,
-                                                   desktop_access=self.desktop_access),
+                                                   desktop_access=self.desktop_access,
+                                                   options=options),
                     self._diff_service, ports=(spec.port_chrome, spec.port_terminal))
         # A changed key or config changes the template's checksum annotation, which rolls the
         # Pod; an ensure interrupted after the Secret and before this patch is finished by the
@@ -1178,20 +1231,32 @@ class KubernetesOrchestrator(Orchestrator):
         return [e for e in listed.get("items") or [] if e.get("type") == "Warning"]
 
     def status_all(self) -> dict[str, Observed]:
-        """Two list calls, Deployments then Pods, both by the managed-by label; then, when an
+        """Two list calls, Deployments then Pods, both by the managed-by and site labels (and
+        one for Deployments made before sites existed, when there is a site); then, when an
         instance is meant to run, one each for its Services, Secrets and ConfigMaps (an instance
         that lost one is left out, for repair); and the namespace's Warning events only when an
         instance has no ready Pod (to say why). Never a call per instance.
 
         Pods alone cannot tell a stopped instance (scaled to 0, no Pods) from none at all.
         """
-        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
-        deployments = [d for d in self._list(self._deployment, managed) if is_managed(d)]
-        pods = [p for p in self._list(self._pod, managed) if is_managed(p)]
+        deployments = self._list_mine(self._deployment)
+        unlabelled = self._unlabelled_deployments()
+        pods = self._list_mine(self._pod)
         by_instance: dict[str, list[dict]] = {}
         for pod in pods:
             by_instance.setdefault(pod["metadata"]["labels"][LABEL_INSTANCE], []).append(pod)
         named = [(d["metadata"]["labels"][LABEL_INSTANCE], d) for d in deployments]
+        # Made before sites existed: a stopped one is reported as it is; one meant to run is
+        # left out (its Pods and objects carry no site label to list them by), so the reconciler
+        # converges it, and ensure adopts it: every object gets the label, the Pod is replaced
+        # once with the new template labels, the volumes and their data stay.
+        for deployment in unlabelled:
+            name = deployment["metadata"]["labels"][LABEL_INSTANCE]
+            if (deployment.get("spec") or {}).get("replicas", 1) == 0:
+                named.append((name, deployment))
+            else:
+                log.info("instance %s was made before site labels; reporting it for adoption "
+                         "by its next converge (site %s)", name, self.site)
         incomplete = self._incomplete(named)
         named = [(name, d) for name, d in named if name not in incomplete]
         events = []
@@ -1211,11 +1276,9 @@ class KubernetesOrchestrator(Orchestrator):
         running = [name for name, d in named if (d.get("spec") or {}).get("replicas", 1) != 0]
         if not running:
             return set()
-        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
         have = {}
         for kind in (self._service, self._secret, self._config_map):
-            have[kind.label] = {o["metadata"]["name"] for o in self._list(kind, managed)
-                                if is_managed(o)}
+            have[kind.label] = {o["metadata"]["name"] for o in self._list_mine(kind)}
         incomplete = set()
         for name in running:
             gone = [f"{label} {fn(name)}" for label, fn in (
@@ -1228,13 +1291,14 @@ class KubernetesOrchestrator(Orchestrator):
         return incomplete
 
     def volumes_all(self) -> dict[str, list[str]]:
-        """Every PVC labeled managed-by=claworc, by instance, from ONE list call."""
-        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+        """Every PVC labeled managed-by=claworc and this site, by instance, from ONE list call.
+
+        PVCs without a site label are left out: those of a live instance are labelled by its
+        next converge, and an old orphan cannot be told from another site's."""
         by_instance: dict[str, list[str]] = {}
-        for pvc in self._list(self._pvc, managed):
-            if is_managed(pvc):  # the server may ignore the selector: filter here too
-                name = pvc["metadata"]["labels"][LABEL_INSTANCE]
-                by_instance.setdefault(name, []).append(pvc["metadata"]["name"])
+        for pvc in self._list_mine(self._pvc):  # filtered here too: selectors may be ignored
+            name = pvc["metadata"]["labels"][LABEL_INSTANCE]
+            by_instance.setdefault(name, []).append(pvc["metadata"]["name"])
         return {name: sorted(volumes) for name, volumes in by_instance.items()}
 
     def _log_tail(self, name: str, lines: int, *, previous: bool = False) -> str:
@@ -1291,7 +1355,11 @@ class KubernetesOrchestrator(Orchestrator):
                    "metrics-server)")
             return {name: Usage(name=name, available=False, message=why) for name in names}
         wanted = set(names)
-        found = usage_from_pod_metrics((listed or {}).get("items") or [])
+        # Another site's Pod of the same name (its instance here failed to take the name over)
+        # is not this instance.
+        items = [i for i in (listed or {}).get("items") or []
+                 if not self.site or site_of(i) in ("", self.site)]
+        found = usage_from_pod_metrics(items)
         return {name: usage for name, usage in found.items() if name in wanted}
 
 

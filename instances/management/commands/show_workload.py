@@ -74,9 +74,10 @@ def _access() -> DesktopAccess:
 def kubernetes_documents(spec, shown) -> str:
     from orchestrators.kubernetes import ClusterOptions, build_all, build_secret
 
-    objects = build_all(spec, namespace=settings.CLAWORC_K8S_NAMESPACE,
-                        options=ClusterOptions.from_settings(), desktop_access=_access())
-    objects = [build_secret(shown, namespace=settings.CLAWORC_K8S_NAMESPACE)
+    options = ClusterOptions.from_settings()
+    objects = build_all(spec, namespace=settings.CLAWORC_K8S_NAMESPACE, options=options,
+                        desktop_access=_access())
+    objects = [build_secret(shown, namespace=settings.CLAWORC_K8S_NAMESPACE, options=options)
                if obj["kind"] == "Secret" else obj for obj in objects]
     return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
 
