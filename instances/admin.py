@@ -54,6 +54,16 @@ def _vnc_link(url: str, port: int):
     return format_html('<a href="{0}" target="_blank" rel="noopener">{1}</a>', url, port)
 
 
+def confirm_action(model_admin, request, template: str, *, title: str, selected: list,
+                   action: str, **context) -> TemplateResponse:
+    """The page an irreversible action shows first; it posts `selected` back with confirm=yes."""
+    return TemplateResponse(request, template, {
+        **model_admin.admin_site.each_context(request), "opts": model_admin.model._meta,
+        "title": title, "selected": selected, "action": action,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, **context,
+    })
+
+
 class NulSafeChangelistMixin:
     """Odd query strings give a normal page: PostgreSQL refuses a NUL character in any string it
     is sent, so a filter or search holding one is dropped (and said so) instead of failing."""
@@ -285,12 +295,10 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
             by_image: dict[str, list] = {}
             for instance in instances:
                 by_image.setdefault(instance.effective_image, []).append(instance)
-            return TemplateResponse(
-                request, "admin/instances/instance/update_image_confirmation.html",
-                {**self.admin_site.each_context(request), "opts": self.model._meta,
-                 "title": "Update image?", "instances": instances,
-                 "by_image": sorted(by_image.items()), "batch_size": default, "action": action,
-                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            return confirm_action(
+                self, request, "admin/instances/instance/update_image_confirmation.html",
+                title="Update image?", selected=instances, action=action,
+                by_image=sorted(by_image.items()), batch_size=default,
             )
         try:
             batch_size = int(request.POST.get("batch_size") or default)
@@ -324,12 +332,10 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     def _delete(self, request, queryset, *, action: str, keep_volumes: bool):
         # Deleting cannot be undone (and may destroy data): ask first, as Django's own does.
         if request.POST.get("confirm") != "yes":
-            return TemplateResponse(
-                request, "admin/instances/instance/delete_action_confirmation.html",
-                {**self.admin_site.each_context(request), "opts": self.model._meta,
-                 "title": "Delete instances?", "instances": list(queryset),
-                 "keep_volumes": keep_volumes, "action": action,
-                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            return confirm_action(
+                self, request, "admin/instances/instance/delete_action_confirmation.html",
+                title="Delete instances?", selected=list(queryset), action=action,
+                keep_volumes=keep_volumes,
             )
         self._report(request, services.instance_delete(
             instance_ids=self._ids(queryset), keep_volumes=keep_volumes,
@@ -455,12 +461,10 @@ class OrphanWorkloadAdmin(RetainedRecordsMixin, ReadOnlyAdmin):
                   "lost)", permissions=["remove"])
     def remove_workloads(self, request, queryset):
         if request.POST.get("confirm") != "yes":
-            return TemplateResponse(
-                request, "admin/instances/orphanworkload/remove_confirmation.html",
-                {**self.admin_site.each_context(request), "opts": self.model._meta,
-                 "title": "Remove orphaned workloads?", "orphans": list(queryset),
-                 "action": "remove_workloads",
-                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME},
+            return confirm_action(
+                self, request, "admin/instances/orphanworkload/remove_confirmation.html",
+                title="Remove orphaned workloads?", selected=list(queryset),
+                action="remove_workloads",
             )
         outcome = housekeeping.orphans_remove(
             orphan_ids=list(queryset.values_list("pk", flat=True)),

@@ -188,3 +188,21 @@ def test_changelist_query_count_is_constant(client, staff, django_assert_max_num
     assert page.status_code == 200
     assert "1000 instances" in page.content.decode()
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+@pytest.mark.parametrize(("action", "submit"), [
+    ("delete_keeping_volumes", "Yes, delete 2 instances"),
+    ("delete_with_volumes", "Yes, delete 2 instances"),
+    ("update_image", "Update 2 instances"),
+])
+def test_a_confirmation_page_posts_back_what_was_selected(client, staff, orch, action, submit):
+    from tests.integration.support import form_fields
+
+    objs = _make(3)
+    page = _act(client, action, objs[:2]).content.decode()
+    assert f'value="{submit}"' in page and "No, take me back" in page
+    fields = form_fields(page, f"{action}_form")
+    picked = [int(v) for k, v in fields if k == "_selected_action"]
+    assert picked == [o.pk for o in objs[:2]]
+    assert ("action", action) in fields and ("confirm", "yes") in fields
+    assert all(o.name in page for o in objs[:2]) and objs[2].name not in page
