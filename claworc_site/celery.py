@@ -41,6 +41,20 @@ def _reconcile_on_beat(sender, **kwargs):
     )
 
 
+@app.on_after_configure.connect
+def _schedules_on_beat(sender, **kwargs):
+    # Run hours and idle stop. A late run applies each edge once, a dropped one costs an
+    # interval: the rows remember what was applied (instances/services/schedules.py).
+    from django.conf import settings
+
+    interval = float(settings.CLAWORC_SCHEDULE_INTERVAL)
+    sender.add_periodic_task(
+        interval, sender.signature("instances.tasks.apply_schedules",
+                                   options={"expires": interval}),
+        name="run hours and idle stop",
+    )
+
+
 #: Seconds between two housekeeping runs (old Activity and orphan records are deleted).
 EXPIRE_EVERY = 24 * 3600.0
 

@@ -24,6 +24,19 @@ def env_int(env, name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(env, name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, got {value:g}")
+    return value
+
+
 def port_range(env) -> tuple[int, int]:
     start = env_int(env, "CLAWORC_PORT_START", 30100)
     end = env_int(env, "CLAWORC_PORT_END", 30199)

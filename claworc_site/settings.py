@@ -10,6 +10,7 @@ from .config import (
     data_file,
     env_bool,
     env_choice,
+    env_float,
     env_int,
     env_json_list,
     env_labels,
@@ -177,6 +178,15 @@ CLAWORC_LOG_FOLLOW_SECONDS = env_int(env, "CLAWORC_LOG_FOLLOW_SECONDS", 300, min
 CLAWORC_LOG_DOWNLOAD_LINES = env_int(env, "CLAWORC_LOG_DOWNLOAD_LINES", 10000, minimum=1)
 # Bearer token a Prometheus scrape of /metrics presents; empty: staff sessions only.
 CLAWORC_METRICS_TOKEN = env.str("CLAWORC_METRICS_TOKEN", default="")
+
+
+# --- Run hours and idle stop (docs/schedules.md) ---------------------------------------------
+# Seconds between two runs of the schedule and idle-stop beat: how late an edge may be applied.
+CLAWORC_SCHEDULE_INTERVAL = env_int(env, "CLAWORC_SCHEDULE_INTERVAL", 60, minimum=5)
+# Seconds an instance must stay idle before it is stopped; 0 turns idle stop off.
+CLAWORC_IDLE_AFTER = env_int(env, "CLAWORC_IDLE_AFTER", 0, minimum=0)
+# CPU (cores, 1.0 = one full core) every usage sample must stay below to count as idle.
+CLAWORC_IDLE_CPU_THRESHOLD = env_float(env, "CLAWORC_IDLE_CPU_THRESHOLD", 0.05, minimum=0)
 
 
 # --- Desktops (docs/desktops.md) -----------------------------------------------------------

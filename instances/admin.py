@@ -91,7 +91,7 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     list_select_related = ["ports", "usage"]
     readonly_fields = [
         "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
-        "created_at", "updated_at",
+        "created_at", "updated_at", "run_hours_state",
     ]
     inlines = [PortAllocationInline]
     fieldsets = [
@@ -102,6 +102,13 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
                                  ("memory_request", "memory_limit"), "clawdbot_config"]}),
         ("Volume sizes (Kubernetes)", {"classes": ["collapse"], "fields": [
             ("storage_clawdbot", "storage_homebrew"), ("storage_clawd", "storage_chrome")]}),
+        ("Run hours and idle stop", {
+            "fields": ["schedule_days", ("schedule_start", "schedule_end", "schedule_timezone"),
+                       "idle_stop", "run_hours_state"],
+            "description": "At the window's start the schedule starts the instance, at its end "
+            "it stops it; a person's Start or Stop in between stands until the next edge. A "
+            "new or changed schedule acts from its next edge. docs/schedules.md",
+        }),
         API_KEYS_FIELDSET,
         ("Activity", {"fields": ["recent_activity", "created_at", "updated_at"]}),
     ]
@@ -124,7 +131,8 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     def get_fieldsets(self, request, obj=None):
         if obj is None:  # nothing observed or done yet; no version to check
             return [
-                (title, {**opts, "fields": [f for f in opts["fields"] if f != "expected_version"]})
+                (title, {**opts, "fields": [f for f in opts["fields"]
+                                            if f not in ("expected_version", "run_hours_state")]})
                 for title, opts in self.fieldsets if title not in ("Status", "Activity")
             ]
         return self.fieldsets
@@ -222,6 +230,15 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
         # Shown only while it runs (they would not answer otherwise); live.js shows them later.
         links = render_to_string("instances/_vnc.html", {"instance": obj, "links": vnc_links(obj)})
         return format_html('{0}<br><span class="help">{1}</span>', links, access_description())
+
+    @admin.display(description="Schedule now")
+    def run_hours_state(self, obj):
+        from .run_hours import schedule_summary
+
+        text = schedule_summary(obj) or "No schedule."
+        if obj.pk and obj.auto_reason:
+            return format_html("{}<br><strong>{}</strong>", text, obj.auto_reason)
+        return text
 
     @admin.display(description="Recent activity")
     def recent_activity(self, obj):

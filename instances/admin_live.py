@@ -48,8 +48,12 @@ class InstanceLiveAdminMixin:
 
     @admin.display(description="Desired state", ordering="desired_state")
     def desired(self, obj):
-        return format_html('<span data-live-name="{}" data-live-field="desired">{}</span>',
-                           obj.name, obj.get_desired_state_display())
+        shown = format_html('<span data-live-name="{}" data-live-field="desired">{}</span>',
+                            obj.name, obj.get_desired_state_display())
+        if obj.auto_reason:  # stopped (or refused a start) by the schedule or idle stop
+            return format_html('{}<br><span class="quiet auto-reason">{}</span>', shown,
+                               obj.auto_reason)
+        return shown
 
     @admin.display(description="CPU · memory", ordering="usage__cpu_cores")
     def usage_column(self, obj):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.views.decorators.debug import sensitive_variables
 
-from . import key_services, keys
+from . import key_services, keys, run_hours
 from .models import Instance
 from .validators import parse_config_text
 
@@ -37,6 +37,33 @@ class ConfigField(forms.JSONField):
             return parse_config_text(data)
         except forms.ValidationError:
             return forms.fields.InvalidJSONInput(data)
+
+class DaysWidget(forms.CheckboxSelectMultiple):
+    """Checkboxes for the days stored as "mon,tue,fri"."""
+
+    def format_value(self, value):
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part]
+        return super().format_value(value)
+
+
+class DaysField(forms.MultipleChoiceField):
+    """The schedule's days: checkboxes in, "mon,tue,fri" (Monday first) out."""
+
+    widget = DaysWidget
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(choices=list(zip(run_hours.DAYS, run_hours.DAY_LABELS, strict=True)),
+                         **kwargs)
+
+    def clean(self, value):
+        return run_hours.format_days(super().clean(value))
+
+    def has_changed(self, initial, data):
+        initial = initial.split(",") if isinstance(initial, str) else initial
+        return super().has_changed([d for d in initial or [] if d], data)
+
 
 RESTART_HELP = (
     "Keys are write-only: leave an input empty to keep the stored key. Saving a changed key "
@@ -109,8 +136,14 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
         fields = [
             "display_name", "name", "image", "cpu_request", "cpu_limit", "memory_request",
             "memory_limit", "storage_clawdbot", "storage_homebrew", "storage_clawd",
-            "storage_chrome", "clawdbot_config", "desired_state",
+            "storage_chrome", "clawdbot_config", "desired_state", "schedule_days",
+            "schedule_start", "schedule_end", "schedule_timezone", "idle_stop",
         ]
+
+    schedule_days = DaysField(
+        label="Run on",
+        help_text="Days whose window opens (the window may end the next morning). Leave the "
+        "days, times and zone empty for no schedule.")
 
     clawdbot_config = ConfigField(
         label="Clawdbot config", required=False, initial=dict,

@@ -10,6 +10,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .run_hours import schedule_errors, schedule_of
 from .validators import (
     NAME_MAX_LENGTH,
     resource_errors,
@@ -154,6 +155,35 @@ class Instance(models.Model):
         "keep volumes when deleted", default=False,
         help_text="Deleting the instance keeps its four volumes (its data) when this is set.",
     )
+    # Run hours (instances/run_hours.py, docs/schedules.md): all four set, or all empty for none.
+    schedule_days = models.CharField(
+        "run on", max_length=27, blank=True, default="",
+        help_text="Days whose window the schedule opens. Empty, with the times and zone: no "
+        "schedule (the instance runs as staff leave it).")
+    schedule_start = models.TimeField("from", null=True, blank=True,
+                                      help_text="Local time the window opens: the instance is "
+                                      "started (HH:MM).")
+    schedule_end = models.TimeField("until", null=True, blank=True,
+                                    help_text="Local time it closes: the instance is stopped. "
+                                    "Before the start: the next day (22:00-06:00).")
+    schedule_timezone = models.CharField(
+        "time zone", max_length=64, blank=True, default="",
+        help_text="IANA name, e.g. Europe/Paris.")
+    idle_stop = models.BooleanField(
+        "stop when idle", default=True,
+        help_text="Stopped when nobody uses its desktop and its CPU stays low for a while "
+        "(CLAWORC_IDLE_AFTER, CLAWORC_IDLE_CPU_THRESHOLD). Clear to keep it running.")
+    # The last edge of the schedule carried out (its instant) and the schedule it belonged to:
+    # each edge is applied once, however late or often the beat runs (services/schedules.py).
+    schedule_applied_at = models.DateTimeField(null=True, blank=True, editable=False)
+    schedule_applied_key = models.CharField(max_length=120, blank=True, default="",
+                                            editable=False)
+    # What the schedule or idle stop last did to the row and why ("refused" keeps a refused
+    # scheduled start waiting for room). Shown only while the row is still at auto_version:
+    # any later action by a person makes it history (the Activity log keeps it).
+    auto_kind = models.CharField(max_length=16, blank=True, default="", editable=False)
+    auto_note = models.TextField(blank=True, default="", editable=False)
+    auto_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status, default=Status.CREATING)
     # The repository digest of the image the workload was last created from ("" when unknown,
     # e.g. a locally built image): what "update available" compares with.
@@ -174,7 +204,8 @@ class Instance(models.Model):
         "desired_state", "generation", "observed_generation", "restart_requested",
         "restart_done", "recreate_requested", "recreate_done", "owed_since", "enqueued_at",
         "worker_losses", "converge_failed", "version", "status", "status_message",
-        "status_observed_at", "status_since",
+        "status_observed_at", "status_since", "schedule_applied_at", "schedule_applied_key",
+        "auto_kind", "auto_note", "auto_version",
     })
 
     #: Statuses set the moment an action is accepted, until the worker reports what it saw.
@@ -255,6 +286,13 @@ class Instance(models.Model):
             host_cpus=host_cpus(),
         ).items():
             errors.setdefault(field, []).append(message)
+        # The four schedule fields are checked together here (not by field validators, which
+        # would say the same twice).
+        for field, message in schedule_errors(
+            days=self.schedule_days, start=self.schedule_start, end=self.schedule_end,
+            zone=self.schedule_timezone,
+        ).items():
+            errors.setdefault(field, []).append(message)
         if errors:
             raise ValidationError(errors)
 
@@ -298,6 +336,19 @@ class Instance(models.Model):
         if saved is None:
             return []
         return [f for f, value in saved.items() if self.__dict__.get(f, value) != value]
+
+    @property
+    def schedule(self):
+        """The run hours as a run_hours.Schedule, None when there are none."""
+        return schedule_of(days=self.schedule_days, start=self.schedule_start,
+                           end=self.schedule_end, zone=self.schedule_timezone)
+
+    @property
+    def auto_reason(self) -> str:
+        """Why the schedule or idle stop left it as it is, while no person has acted since."""
+        if self.auto_note and self.auto_version == self.version:
+            return self.auto_note
+        return ""
 
     @property
     def effective_image(self) -> str:
@@ -531,6 +582,9 @@ class InstanceUsage(models.Model):
     volumes_sampled_at = models.DateTimeField(null=True, blank=True)
     #: Why there is no number ("not available: ..."), for people.
     message = models.CharField(max_length=300, blank=True, default="")
+    #: Since when every sample has been below CLAWORC_IDLE_CPU_THRESHOLD (None: the last one was
+    #: not, had no number, or the instance is not running): what idle stop measures from.
+    idle_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "instance usage"

@@ -163,3 +163,12 @@ def expire_records(self) -> str:
     from . import housekeeping
 
     return str(housekeeping.records_expire())
+
+
+@shared_task(bind=True, soft_time_limit=SOFT_LIMIT, time_limit=HARD_LIMIT)
+def apply_schedules(self) -> str:
+    """Periodic (Celery beat, CLAWORC_SCHEDULE_INTERVAL): run hours, then idle stop."""
+    from .services import idle, schedules
+
+    report = schedules.schedules_apply(owner=services.lease_owner(self.request.id))
+    return f"{report}; {idle.idle_stop()}"

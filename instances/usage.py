@@ -23,7 +23,7 @@ from .models import Instance, InstanceUsage
 logger = logging.getLogger(__name__)
 
 _SAMPLE_FIELDS = ["sampled_at", "cpu_cores", "cpu_seconds_total", "memory_bytes",
-                  "memory_limit_bytes", "message"]
+                  "memory_limit_bytes", "message", "idle_since"]
 _VOLUME_FIELDS = ["volume_bytes", "volumes", "volumes_sampled_at"]
 
 
@@ -65,6 +65,19 @@ def _cores(previous: InstanceUsage | None, usage: Usage, now: datetime) -> float
     return round(used / elapsed, 4)
 
 
+def _idle_since(previous: InstanceUsage | None, cores: float | None) -> datetime | None:
+    """Since when the instance has been below the idle threshold, with this sample's `cores`.
+
+    A rate covers the time since the previous sample, so a first low one dates from it. No
+    number (a first sample, a restarted counter, a backend that cannot say) is never idle.
+    """
+    if cores is None or cores >= settings.CLAWORC_IDLE_CPU_THRESHOLD:
+        return None
+    if previous is None:
+        return None
+    return previous.idle_since or previous.sampled_at
+
+
 def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = None) -> UsageReport:
     """Sample CPU and memory of running instances (and volume sizes when due); write them.
 
@@ -91,8 +104,10 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
         usage = found.get(name)
         if usage is None:
             continue  # not running after all: the next reconcile says so
+        cores = _cores(previous.get(pk), usage, now)
         rows.append(InstanceUsage(
-            instance_id=pk, sampled_at=now, cpu_cores=_cores(previous.get(pk), usage, now),
+            instance_id=pk, sampled_at=now, cpu_cores=cores,
+            idle_since=_idle_since(previous.get(pk), cores),
             cpu_seconds_total=usage.cpu_seconds_total, memory_bytes=usage.memory_bytes,
             memory_limit_bytes=usage.memory_limit_bytes,
             message="" if usage.available else usage.message[:300],
@@ -118,9 +133,10 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
         InstanceUsage.objects.bulk_create(rows, update_conflicts=True,
                                           unique_fields=["instance"], update_fields=fields)
     # A stopped instance uses nothing: no stale numbers on its page or in /metrics.
+    # Nor is it idle: idle time counts again from its next start.
     InstanceUsage.objects.exclude(instance__status=Instance.Status.RUNNING).exclude(
-        cpu_cores=None, memory_bytes=None, cpu_seconds_total=None,
-    ).update(cpu_cores=None, memory_bytes=None, cpu_seconds_total=None)
+        cpu_cores=None, memory_bytes=None, cpu_seconds_total=None, idle_since=None,
+    ).update(cpu_cores=None, memory_bytes=None, cpu_seconds_total=None, idle_since=None)
     report = UsageReport(sampled=len(found), running=len(running),
                          volumes=volume_sizes is not None, calls_budget=budget)
     logger.info("usage on %s: %s", orch.backend_name, report)

@@ -33,6 +33,7 @@ from orchestrators.base import OrchestratorError
 from . import keys, services
 from .keys import mask_secrets
 from .models import Instance
+from .run_hours import schedule_summary
 from .usage import usage_display
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ def instance_detail(request, name):
         "log_error": log_error,
         "log_lines": LOG_LINES,
         "usage": usage_display(getattr(instance, "usage", None)),
+        "run_hours": schedule_summary(instance),
+        "idle_after": settings.CLAWORC_IDLE_AFTER,
         "usage_interval": settings.CLAWORC_USAGE_INTERVAL,
         "download_lines": settings.CLAWORC_LOG_DOWNLOAD_LINES,
         "refresh": REFRESH_SECONDS,

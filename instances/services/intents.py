@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -142,9 +142,12 @@ def _refuse_deleting(row: Instance) -> str:
 def _change(
     *, instance_ids: Iterable[int], verb: str, action: str, actor: str | None,
     changes: dict, check: Check | None = None, message: str = "",
-    task: str = "reconcile_instance",
+    task: str = "reconcile_instance", messages: Mapping[int, str] | None = None,
 ) -> Queued:
-    """Lock the rows, check each transition, save `changes`, record, enqueue on commit."""
+    """Lock the rows, check each transition, save `changes`, record, enqueue on commit.
+
+    `messages` (by id) replaces `message` in the Activity of those rows (the schedule names each
+    instance's own window)."""
     outcome = Queued(verb=verb)
     actor = actor or current_actor()
     with collecting_unsent() as unsent:
@@ -168,7 +171,8 @@ def _change(
             Instance.objects.filter(pk__in=[r.pk for r in allowed]).update(**changes, **marks)
             records = Activity.objects.bulk_create(
                 Activity(instance_id=r.pk, instance_name=r.name, action=action, actor=actor,
-                         result=Activity.Result.QUEUED, message=message)
+                         result=Activity.Result.QUEUED,
+                         message=(messages or {}).get(r.pk, message))
                 for r in allowed
             )
             for row, record in zip(allowed, records, strict=True):
@@ -301,9 +305,10 @@ def _desired(state: str) -> dict:
             "owed_since": Coalesce(F("owed_since"), Now())}
 
 
-def instance_start(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:
+def instance_start(*, instance_ids: Iterable[int], actor: str | None = None,
+                   messages: Mapping[int, str] | None = None) -> Queued:
     return _change(
-        instance_ids=instance_ids, verb="start", action="start", actor=actor,
+        instance_ids=instance_ids, verb="start", action="start", actor=actor, messages=messages,
         changes={**BUMP, "desired_state": Value(Instance.DesiredState.RUNNING),
                  **_status_to(Instance.Status.STARTING, "Starting: queued.")},
         check=_refuse_if(Instance.DesiredState.RUNNING, Instance.Status.RUNNING,
@@ -311,9 +316,10 @@ def instance_start(*, instance_ids: Iterable[int], actor: str | None = None) -> 
     )
 
 
-def instance_stop(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:
+def instance_stop(*, instance_ids: Iterable[int], actor: str | None = None,
+                  messages: Mapping[int, str] | None = None) -> Queued:
     return _change(
-        instance_ids=instance_ids, verb="stop", action="stop", actor=actor,
+        instance_ids=instance_ids, verb="stop", action="stop", actor=actor, messages=messages,
         changes={**BUMP, "desired_state": Value(Instance.DesiredState.STOPPED),
                  **_status_to(Instance.Status.STOPPING, "Stopping: queued.")},
         check=_refuse_if(Instance.DesiredState.STOPPED, Instance.Status.STOPPED,
