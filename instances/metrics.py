@@ -10,8 +10,9 @@ Two sources, rendered one after the other:
   PROMETHEUS_MULTIPROC_DIR set (`make run` sets it) writes there and the scrape sums them.
   Without it, a scrape shows the serving process's own measurements only.
 
-Access: a bearer token (CLAWORC_METRICS_TOKEN) or a signed-in staff session; anything else is
-refused with 401 (403 for a signed-in non-staff user). No secret is ever a label.
+Access: a bearer token (CLAWORC_METRICS_TOKEN), or a signed-in staff session with the
+`instances.view_instance` permission (the exposition names every instance, as the status pages
+do); anonymous requests get 401, other signed-in users 403. No secret is ever a label.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .models import ImagePull, Instance, InstanceUsage, WorkerHeartbeat
+from .views import can_view_instances
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -184,13 +186,14 @@ def _token_ok(request) -> bool:
 def metrics_view(request):
     user = request.user
     if not _token_ok(request):
-        if user.is_authenticated and not (user.is_active and user.is_staff):
-            return HttpResponse("Staff only.\n", status=403, content_type="text/plain")
         if not user.is_authenticated:
             response = HttpResponse(
                 "Authentication required: send 'Authorization: Bearer <CLAWORC_METRICS_TOKEN>' "
                 "or sign in as staff.\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="claworc-metrics"'
             return response
+        if not can_view_instances(user):
+            return HttpResponse("Staff with the 'Can view instance' permission only.\n",
+                                status=403, content_type="text/plain")
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 

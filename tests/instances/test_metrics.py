@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,10 +42,16 @@ def value(samples, name, **labels):
     return matches[0]
 
 
+def view_instance():
+    return Permission.objects.get(codename="view_instance", content_type__app_label="instances")
+
+
 @pytest.fixture
 def staff(client):
+    """Signed-in staff who may view instances: what a session scrape needs."""
     user = get_user_model().objects.create_user("ops", password="pw-for-tests-only",
                                                 is_staff=True)
+    user.user_permissions.add(view_instance())
     client.force_login(user)
     return user
 
@@ -85,6 +92,25 @@ def test_a_signed_in_user_who_is_not_staff_is_refused(client):
     assert client.get(URL).status_code == 403
 
 
+def test_staff_without_the_view_permission_are_refused_and_see_no_instance(client, settings):
+    """Every instance is named in the exposition: a session needs what the admin's instance
+    pages ask for, `instances.view_instance`; the scrape token works whoever is signed in."""
+    settings.CLAWORC_METRICS_TOKEN = TOKEN
+    seed()
+    user = get_user_model().objects.create_user("ops-no-perms", password="pw-for-tests-only",
+                                                is_staff=True)
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.status_code == 403
+    assert b"bot-m-" not in response.content and b"claworc_" not in response.content
+    assert b"Can view instance" in response.content
+    by_token = client.get(URL, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert value(parse(by_token), "claworc_instances", status="running",
+                 desired_state="running") == 2
+    user.user_permissions.add(view_instance())
+    assert client.get(URL).status_code == 200
+
+
 def test_instance_counts_match_the_database(client, settings):
     settings.CLAWORC_METRICS_TOKEN = TOKEN
     seed()
@@ -110,9 +136,9 @@ def test_a_staff_session_may_scrape_and_the_query_count_stays_flat(
     InstanceUsage.objects.bulk_create(
         InstanceUsage(instance=inst, sampled_at=timezone.now(), cpu_cores=0.25,
                       memory_bytes=300 * 2**20) for inst in Instance.objects.all())
-    # session, user, counts, owed work, usage rows, pulls by state, pulls under way, workers,
-    # last sample
-    with django_assert_max_num_queries(9):
+    # session, user, the user's and the groups' permissions (view_instance), counts, owed work,
+    # usage rows, pulls by state, pulls under way, workers, last sample
+    with django_assert_max_num_queries(11):
         samples = parse(client.get(URL))
     assert value(samples, "claworc_instances", status="running", desired_state="running") == 150
     assert len(samples["claworc_instance_cpu_cores"]) == 150
