@@ -123,6 +123,10 @@ class Observed:
     #: Stable remarks for people, whatever the status (e.g. a volume resize the cluster
     #: refused while the instance runs on): shown with the status, never an error by themselves.
     notes: tuple[str, ...] = ()
+    #: Digest of the config the backend holds for the workload (the Docker host's file, the
+    #: ConfigMap), comparable with `Orchestrator.config_digest(spec.config)`; "" when it is
+    #: missing, None when this observation did not look.
+    config_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,11 @@ class Orchestrator(abc.ABC):
         Volumes outlive their workload on purpose (delete keeping volumes); the caller reports
         those whose instance is gone.
         """
+
+    def config_digest(self, config: Mapping[str, Any]) -> str | None:
+        """The `Observed.config_digest` of a workload whose config is exactly `config`; None
+        when the backend's list call does not observe configs (the caller compares nothing)."""
+        return None
 
     @abc.abstractmethod
     def logs(self, name: str, lines: int = 100) -> str:

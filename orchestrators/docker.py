@@ -8,6 +8,7 @@ Docker arguments are built by pure functions (`volume_names`, `config_path`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -79,6 +80,13 @@ _EXIT_CODE_RE = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
 _PRIVILEGED_RE = re.compile(
     r"unable to apply caps|privileged|operation not permitted", re.IGNORECASE
 )
+#: What the daemon says when a bind mount's source is gone: at create or start ("bind source
+#: path does not exist"), when a restart policy restarts it (runc's "error mounting … no such
+#: file or directory"), or for a plain bind ("error while creating mount source path").
+_MOUNT_MISSING_RE = re.compile(
+    r"bind source path does not exist|error while creating mount source path|"
+    r"error mounting \S+ to rootfs.*no such file or directory", re.IGNORECASE | re.DOTALL
+)
 
 
 # --- pure builders ------------------------------------------------------------------------------
@@ -101,6 +109,24 @@ def config_path(config_dir: str, name: str) -> str:
 def config_bytes(config: Any) -> bytes:
     # Sorted keys: a database that reorders JSON keys must not look like a config change.
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def config_digest_of(data: bytes) -> str:
+    """The digest status_all reports for a config file holding `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def mount_missing_message(name: str, explanation: str) -> str | None:
+    """A person-facing message when the daemon's error says a mount's source is missing."""
+    if not _MOUNT_MISSING_RE.search(explanation or ""):
+        return None
+    return (
+        f"Container {name} cannot start: a file it mounts is missing on the Docker host "
+        f"({explanation.strip()}). Claworc writes the config file again at the next converge; "
+        "if this persists, make sure CLAWORC_DOCKER_CONFIG_DIR is the same path on the host and "
+        "in the dashboard's container (docs/docker-backend.md, \"Config file not visible in "
+        "container\")."
+    )
 
 
 def check_name(name: str) -> None:
@@ -252,7 +278,11 @@ def observed_from_inspect(name: str, attrs: dict[str, Any], log_tail: str = "") 
         message = "health check failing" + (f": {last[:200]}" if last else "")
     elif docker_state in {"exited", "dead"}:
         message = f"{docker_state} with code {exit_code}"
-        if state.get("Error"):
+        if state.get("Error") and _MOUNT_MISSING_RE.search(state["Error"]):
+            # Its process never ran, so its log is empty: the cause is the daemon's.
+            message += (": it could not be started again because a file it mounts is missing "
+                        f"on the Docker host ({state['Error']})")
+        elif state.get("Error"):
             message += f": {state['Error']}"
     elif health:
         message = f"{docker_state} ({health})"
@@ -464,6 +494,7 @@ class DockerOrchestrator(Orchestrator):
         self._owns_client = client is None
         self._client_pid = os.getpid()
         self._lock = threading.Lock()
+        self._config_digests: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> DockerOrchestrator:
@@ -649,6 +680,38 @@ class DockerOrchestrator(Orchestrator):
             logger.info("wrote config file for %s", spec.name)
         return changed
 
+    def config_digest(self, config: Any) -> str:
+        return config_digest_of(config_bytes(config))
+
+    def _config_file_digest(self, name: str) -> str | None:
+        """Digest of the config file on disk, "" when it is missing, None when unreadable.
+
+        Kept per (inode, size, mtime): at fleet scale a beat costs one stat per instance and a
+        read only of the files that changed since the last look.
+        """
+        if not _NAME_RE.match(name):
+            return None  # a label no instance can have: never a path outside config_dir
+        path = config_path(self.config_dir, name)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._config_digests.get(name)
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            with open(path, "rb") as f:
+                digest = config_digest_of(f.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
+        except OSError:
+            return None
+        self._config_digests[name] = (key, digest)
+        return digest
+
     def _config_mtime_ns(self, name: str) -> int:
         try:
             return os.stat(config_path(self.config_dir, name)).st_mtime_ns
@@ -712,6 +775,7 @@ class DockerOrchestrator(Orchestrator):
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
                     return False  # created concurrently: the caller converges onto it
+                self._raise_if_mount_missing(spec, exc)
                 raise
         self._pull(spec)
         with self._translate(spec.name, "create the container of"):
@@ -722,8 +786,14 @@ class DockerOrchestrator(Orchestrator):
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
                     return False
+                self._raise_if_mount_missing(spec, exc)
                 raise
         return True
+
+    def _raise_if_mount_missing(self, spec: InstanceSpec, exc: docker.errors.APIError) -> None:
+        message = mount_missing_message(spec.name, str(exc.explanation or exc))
+        if message:
+            raise FinalError(message) from exc
 
     def _image_error(self, spec: InstanceSpec, reason: Any) -> FinalError:
         logger.warning("image %s for %s cannot be had: %s", spec.image, spec.name, reason)
@@ -743,6 +813,11 @@ class DockerOrchestrator(Orchestrator):
             raise self._image_error(spec, exc) from exc
     def _start_error(self, spec: InstanceSpec, exc: docker.errors.APIError) -> OrchestratorError:
         explanation = str(exc.explanation or exc)
+        mount_message = mount_missing_message(spec.name, explanation)
+        if mount_message:
+            logger.warning("cannot start %s: a mount source is missing (%s)", spec.name,
+                           explanation)
+            return FinalError(mount_message)
         port_message = port_in_use_message(explanation, (spec.port_chrome, spec.port_terminal))
         if port_message:
             logger.warning("cannot start %s: host port in use (%s)", spec.name, explanation)
@@ -985,7 +1060,11 @@ class DockerOrchestrator(Orchestrator):
             )
         # Filtered here, not by the daemon: unlabelled workloads of older versions are ours too.
         observed = (observed_from_list(e) for e in entries if self._ours(e.get("Labels")))
-        return {item.name: item for item in observed}
+        # The config file is observed state too: deleted or edited on the host, it differs from
+        # the spec's and the caller has it rewritten (one stat per instance, no API call).
+        return {item.name: dataclasses.replace(
+                    item, config_digest=self._config_file_digest(item.name))
+                for item in observed}
 
     def volumes_all(self) -> dict[str, list[str]]:
         """Every volume labeled managed-by=claworc, by instance, from ONE list call."""

@@ -188,6 +188,12 @@ def config_json(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
 
 
+def config_digest_of(text: str) -> str:
+    """The digest status_all reports for a ConfigMap whose clawdbot.json is `text` ("" when
+    the key is gone)."""
+    return hashlib.sha256(text.encode()).hexdigest() if text else ""
+
+
 def build_pvcs(spec: InstanceSpec, *, namespace: str,
                options: ClusterOptions = DEFAULT_OPTIONS) -> list[dict[str, Any]]:
     """The four PVCs, in VOLUME_MOUNTS order, ReadWriteOnce, sized from the spec."""
@@ -1257,28 +1263,42 @@ class KubernetesOrchestrator(Orchestrator):
             else:
                 log.info("instance %s was made before site labels; reporting it for adoption "
                          "by its next converge (site %s)", name, self.site)
-        incomplete = self._incomplete(named)
+        incomplete, configs = self._incomplete(named)
         named = [(name, d) for name, d in named if name not in incomplete]
         events = []
         if any(needs_events(d, by_instance.get(name, [])) for name, d in named):
             events = self._warnings()
-        return {name: observe(name, deployment, by_instance.get(name, []), events,
-                              namespace=self.namespace)
+        return {name: dataclasses.replace(
+                    observe(name, deployment, by_instance.get(name, []), events,
+                            namespace=self.namespace),
+                    config_digest=configs.get(name))
                 for name, deployment in named}
 
-    def _incomplete(self, named: list[tuple[str, dict]]) -> set[str]:
+    def config_digest(self, config: Mapping[str, Any]) -> str:
+        return config_digest_of(config_json(config))
+
+    def _incomplete(self, named: list[tuple[str, dict]]) -> tuple[set[str], dict[str, str]]:
         """Instances meant to run whose Service, Secret or ConfigMap is gone (removed outside
-        Claworc), from one list call per kind.
+        Claworc), from one list call per kind; and the digest of each one's ConfigMap data.
 
         status_all leaves them out, so the reconciler sees their workload missing and ensure
-        recreates just what is gone; the Deployment, unchanged, keeps its Pod.
+        recreates just what is gone; the Deployment, unchanged, keeps its Pod. A ConfigMap
+        whose data was edited is reported by its digest, which the reconciler compares with the
+        spec's (ensure patches it back).
         """
         running = [name for name, d in named if (d.get("spec") or {}).get("replicas", 1) != 0]
         if not running:
-            return set()
+            return set(), {}
         have = {}
+        maps: dict[str, dict] = {}
         for kind in (self._service, self._secret, self._config_map):
-            have[kind.label] = {o["metadata"]["name"] for o in self._list_mine(kind)}
+            listed = self._list_mine(kind)
+            have[kind.label] = {o["metadata"]["name"] for o in listed}
+            if kind is self._config_map:
+                maps = {o["metadata"]["name"]: o for o in listed}
+        configs = {name: config_digest_of(
+                       (maps[config_map_name(name)].get("data") or {}).get(CONFIG_FILENAME, ""))
+                   for name in running if config_map_name(name) in maps}
         incomplete = set()
         for name in running:
             gone = [f"{label} {fn(name)}" for label, fn in (
@@ -1288,7 +1308,7 @@ class KubernetesOrchestrator(Orchestrator):
                 log.warning("instance %s lost %s outside Claworc; reporting it for repair", name,
                             " and ".join(gone))
                 incomplete.add(name)
-        return incomplete
+        return incomplete, configs
 
     def volumes_all(self) -> dict[str, list[str]]:
         """Every PVC labeled managed-by=claworc and this site, by instance, from ONE list call.

@@ -106,7 +106,7 @@ def _reconcile_all_locked(orch: Orchestrator) -> ReconcileAllReport:
     rows = list(Instance.objects.values(
         "pk", "name", "desired_state", "status", "status_message", "status_since", "created_at",
         "generation", "observed_generation", "restart_requested", "restart_done",
-        "recreate_requested", "recreate_done", "converge_failed", "image",
+        "recreate_requested", "recreate_done", "converge_failed", "image", "clawdbot_config",
     ))
     observed = orch.status_all()
     now = timezone.now()
@@ -219,14 +219,44 @@ def _crash_log_tails(orch, rows, observed, busy) -> dict[str, str]:
 
     def tail(name: str) -> str:
         try:
-            return orch.logs(name, lines=LOG_TAIL_LINES).strip()
+            text = orch.logs(name, lines=LOG_TAIL_LINES).strip()
         except (FinalError, TransientError):
-            return observed[name].log_tail.strip()
+            text = observed[name].log_tail.strip()
+        # No log at all: its process may never have run (a mount missing, an exec that
+        # failed); the backend's own account of the exit says why.
+        return text or _crash_reason(orch, name, observed[name].exit_code)
 
     if len(crashed) < 2:
         return {name: tail(name) for name in crashed}
     with ThreadPoolExecutor(min(CRASH_LOG_READERS, len(crashed))) as pool:
         return dict(zip(crashed, pool.map(tail, crashed), strict=True))
+
+
+#: Marks a "tail" that is the backend's account of a crash that left no log lines.
+_NO_LOG = "\0"
+
+
+def _crash_reason(orch, name: str, exit_code: int | None) -> str:
+    """_NO_LOG + why the backend says the workload exited, when it says more than the code."""
+    try:
+        message = orch.status(name).message.strip()
+    except (FinalError, TransientError):
+        return _NO_LOG
+    prefix = f"exited with code {exit_code}"
+    if message.lower().startswith(prefix):
+        message = message[len(prefix):].lstrip(": ")
+    return _NO_LOG + message
+
+
+def _config_drift(orch, row, obs) -> str:
+    """"missing" or "changed" when the config the backend holds (the Docker host's file, the
+    ConfigMap) is not the spec's; "" when it is, or when the backend did not look."""
+    if obs.config_digest is None:
+        return ""
+    wanted = orch.config_digest(row["clawdbot_config"] or {})
+    if wanted is None or wanted == obs.config_digest:
+        return ""
+    return "missing" if obs.config_digest == "" else "changed"
 
 
 def _owed_work_enqueue(*, now) -> list[str]:
@@ -284,13 +314,30 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, tails):
         report.repairs.append(name)
         return (Instance.Status.CREATING, "Recreating: the workload was removed outside Claworc.")
     crashed = is_crash(obs.exit_code)
+    drift = _config_drift(orch, row, obs)
     # A restart policy makes a crashing container "restarting": still a crash, shown at once.
     if obs.status == ObservedStatus.STOPPED or (obs.status == ObservedStatus.CREATING and crashed):
+        if crashed and drift == "missing":
+            # Its cause is known and Claworc's to repair: the workload cannot start without it.
+            note(row, "drift", Activity.Result.INFO,
+                 f"{name} exited with code {obs.exit_code} and cannot start again: its config "
+                 "file is missing (deleted outside Claworc). Rewriting it and starting it.")
+            report.repairs.append(name)
+            return (Instance.Status.CREATING,
+                    "Starting: its config file was deleted outside Claworc; rewriting it.")
         if crashed:
             tail = tails[name] if name in tails else obs.log_tail.strip()
-            text = troubleshooting_message(
-                orch=orch, name=name, error=f"Exited with code {obs.exit_code}."
-                + (f" Last log lines:\n{tail}\n" if tail else ""))
+            if tail.startswith(_NO_LOG):
+                # Nothing in the log to look at: say what the backend said, not "check the logs".
+                reason = tail[len(_NO_LOG):]
+                text = troubleshooting_message(
+                    orch=orch, name=name, workload_exists=False,
+                    error=f"Exited with code {obs.exit_code}" + (f": {reason}" if reason else "")
+                    + ". It wrote no log lines.")
+            else:
+                text = troubleshooting_message(
+                    orch=orch, name=name, error=f"Exited with code {obs.exit_code}."
+                    + (f" Last log lines:\n{tail}\n" if tail else ""))
             note(row, "crash", Activity.Result.ERROR, text)
             report.errors.append(name)
             return (Instance.Status.ERROR, text)
@@ -300,6 +347,13 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, tails):
              f"{name} was stopped outside Claworc (exit code {obs.exit_code}); starting it.")
         report.repairs.append(name)
         return (Instance.Status.CREATING, "Starting: it was stopped outside Claworc.")
+    if drift:
+        what = "deleted" if drift == "missing" else "changed"
+        note(row, "drift", Activity.Result.INFO,
+             f"The config of {name} was {what} outside Claworc; rewriting it from the spec.")
+        report.repairs.append(name)
+        return (Instance.Status.RESTARTING,
+                f"Restarting: its config was {what} outside Claworc; rewriting it.")
     return _observed_fields(obs)
 
 
