@@ -5,6 +5,7 @@ Each function holds the instance's lease while it talks to the backend and write
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -14,7 +15,14 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from orchestrators.base import FinalError, Observed, Orchestrator, TransientError
+from orchestrators.base import (
+    FinalError,
+    InstanceSpec,
+    Observed,
+    Orchestrator,
+    PortConflict,
+    TransientError,
+)
 from orchestrators.base import Status as ObservedStatus
 
 from ..models import Activity, Instance, OrphanWorkload
@@ -183,12 +191,8 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
                 # Pull first, replace second: the workload is left as it is (running) until
                 # the image is on the host; the pull's own task reconciles us again then.
                 return _wait_for_image(instance, orch, spec.image)
-            if recreate:
-                observed = orch.recreate(spec)
-            else:
-                observed = orch.ensure(spec)
-                if restart:
-                    observed = orch.restart(instance.name)
+            observed = _run_moving_ports(instance, orch, spec, recreate=recreate,
+                                         restart=restart)
         else:
             observed = orch.stop(instance.name)
     except SoftTimeLimitExceeded:
@@ -214,6 +218,43 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
     )
     logger.info("reconciled %s: %s, now %s", instance.name, what, status)
     return status
+
+
+def _run_moving_ports(instance: Instance, orch: Orchestrator, spec: InstanceSpec, *,
+                      recreate: bool, restart: bool) -> Observed:
+    """ensure() (then restart()) or recreate(); a pair taken outside Claworc (PortConflict)
+    moves the instance to the next free pair and tries again, MAX_PORT_MOVES times at most."""
+    from .ports import MAX_PORT_MOVES, PortRangeFull, ports_move
+
+    avoid: set[int] = set()
+    moves = 0
+    while True:
+        try:
+            if recreate:
+                return orch.recreate(spec)
+            observed = orch.ensure(spec)
+            return orch.restart(instance.name) if restart else observed
+        except PortConflict as exc:
+            avoid.add(exc.port_chrome - exc.port_chrome % 2)
+            moves += 1
+            if moves > MAX_PORT_MOVES:
+                raise FinalError(
+                    f"{exc} Claworc moved {instance.name} to another pair {MAX_PORT_MOVES} "
+                    "times and each was taken outside Claworc too: free the ports in "
+                    "CLAWORC_PORT_START..CLAWORC_PORT_END on the host, then start the "
+                    "instance again.") from exc
+            try:
+                moved = ports_move(instance=instance, avoid=avoid)
+            except PortRangeFull as full:
+                raise FinalError(f"{exc} {full}") from exc
+            text = (f"Ports {exc.port_chrome}/{exc.port_terminal} were taken outside Claworc; "
+                    f"moved to {moved.port_chrome}/{moved.port_terminal}.")
+            activity_record(instance_id=instance.pk, instance_name=instance.name,
+                            action="ports", result=Activity.Result.INFO, actor=SYSTEM,
+                            message=text)
+            logger.warning("%s: %s", instance.name, text)
+            spec = dataclasses.replace(spec, port_chrome=moved.port_chrome,
+                                       port_terminal=moved.port_terminal)
 
 
 def _running_digest_write(instance: Instance, orch: Orchestrator) -> None:

@@ -76,5 +76,44 @@ def ports_allocate(*, instance: Instance, attempts: int = 20) -> PortAllocation:
     )
 
 
+#: How many times one converge moves an instance to another pair after finding its pair taken
+#: outside Claworc, before it gives up with a FinalError: a range full of outside listeners
+#: must not make a converge loop.
+MAX_PORT_MOVES = 3
+
+
+def ports_move(*, instance: Instance, avoid: set[int], attempts: int = 20) -> PortAllocation:
+    """Give `instance` the lowest free pair whose Chrome port is not in `avoid` (pairs found
+    taken outside Claworc), in place of the pair it has: one row, updated in place, so the
+    instance never holds two pairs and never none."""
+    start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
+    for _ in range(attempts):
+        try:
+            with transaction.atomic():
+                _serialize_port_allocations()
+                used = set(
+                    PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
+                    .exclude(instance=instance).values_list("port_chrome", flat=True)
+                )
+                port = next(_free_even_ports(start, end, used | set(avoid)), None)
+                if port is None:
+                    raise PortRangeFull(
+                        f"No free port pair between CLAWORC_PORT_START={start} and "
+                        f"CLAWORC_PORT_END={end} that is not taken outside Claworc; free the "
+                        "ports on the host, delete an instance or widen the range."
+                    )
+                if not PortAllocation.objects.filter(instance=instance).update(
+                        port_chrome=port, port_terminal=port + 1):
+                    PortAllocation.objects.create(instance=instance, port_chrome=port,
+                                                  port_terminal=port + 1)
+                return PortAllocation.objects.get(instance=instance)
+        except IntegrityError:
+            logger.debug("port %s taken concurrently while moving %s", port, instance.name)
+    raise PortRangeFull(
+        f"Could not move {instance.name} to another port pair after {attempts} attempts; "
+        "too many concurrent allocations, try again."
+    )
+
+
 def ports_free(*, instance: Instance) -> None:
     PortAllocation.objects.filter(instance=instance).delete()
