@@ -31,7 +31,7 @@ from orchestrators.base import OrchestratorError
 
 from . import services
 from .models import Instance
-from .usage import format_bytes, format_cpu
+from .usage import format_bytes, format_cpu, volumes_text
 from .views import staff_required
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def instances_live(request):
             .only("name", "status", "status_message", "desired_state",
                   "ports__port_chrome", "ports__port_terminal", "usage__cpu_cores",
                   "usage__memory_bytes", "usage__memory_limit_bytes", "usage__volume_bytes",
-                  "usage__message", "usage__sampled_at")) if names else []
+                  "usage__volumes", "usage__message", "usage__sampled_at")) if names else []
     controls = can_control(request.user)
     data = {}
     for instance in rows:
@@ -143,7 +143,7 @@ def instances_live(request):
             "vnc": vnc_links(instance, request.user),
             "cpu": format_cpu(usage.cpu_cores) if usage and running else "",
             "memory": memory,
-            "volumes": format_bytes(usage.volume_bytes) if usage else "",
+            "volumes": volumes_text(usage),
             "usage_message": usage.message if usage else "",
         }
     return JsonResponse({"interval": settings.CLAWORC_LIVE_INTERVAL, "instances": data})

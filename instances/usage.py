@@ -8,6 +8,7 @@ CLAWORC_USAGE_VOLUME_INTERVAL seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,9 +45,10 @@ def _volumes_due(now: datetime) -> bool:
     return last is None or (now - last).total_seconds() >= settings.CLAWORC_USAGE_VOLUME_INTERVAL
 
 
-def names_within_budget(orch: Orchestrator, budget: int, *, volumes: bool) -> int | None:
-    """How many names one usage() call may take within `budget` calls; None: any number."""
-    left = budget - orch.usage_fixed_calls - (1 if volumes else 0)
+def names_within_budget(orch: Orchestrator, budget: int, *, volume_calls: int = 0) -> int | None:
+    """How many names one usage() call may take within `budget` calls, `volume_calls` of them
+    spent already on volume sizes; None: any number."""
+    left = budget - orch.usage_fixed_calls - volume_calls
     if orch.usage_calls_per_name == 0:
         return None if left >= 0 else 0
     return max(0, left // orch.usage_calls_per_name)
@@ -88,9 +90,10 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
     orch = orch or get_orchestrator()
     now = now or timezone.now()
     budget = settings.CLAWORC_USAGE_MAX_CALLS
-    volumes_due = _volumes_due(now) and budget >= 1
-    volume_sizes = orch.volume_sizes() if volumes_due else None
-    count = names_within_budget(orch, budget, volumes=volumes_due)
+    # Volume sizes may use what usage() does not need whatever the number of names.
+    volume_budget = budget - orch.usage_fixed_calls
+    volumes = orch.volume_report(volume_budget) if _volumes_due(now) else None
+    count = names_within_budget(orch, budget, volume_calls=volumes.calls if volumes else 0)
     running = (Instance.objects.filter(status=Instance.Status.RUNNING)
                .order_by(F("usage__sampled_at").asc(nulls_first=True), "pk")
                .values_list("pk", "name"))
@@ -113,11 +116,11 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
             message="" if usage.available else usage.message[:300],
         ))
     fields = list(_SAMPLE_FIELDS)
-    if volume_sizes is not None:
+    if volumes is not None:
         by_name = {name: pk for pk, name in
                    Instance.objects.values_list("pk", "name")}
         sampled = {row.instance_id: row for row in rows}
-        for name, sizes in volume_sizes.items():
+        for name, sizes in volumes.sizes.items():
             pk = by_name.get(name)
             if pk is None:
                 continue
@@ -126,7 +129,10 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
                 row = previous.get(pk) or InstanceUsage(instance_id=pk)
                 rows.append(row)
                 sampled[pk] = row
-            row.volumes, row.volume_bytes = sizes, sum(sizes.values())
+            row.volumes = {volume: dataclasses.asdict(size) for volume, size in sizes.items()}
+            known = [size.used for size in sizes.values() if size.used is not None]
+            # A total of some volumes only would read as the whole: none unless all are known.
+            row.volume_bytes = sum(known) if len(known) == len(sizes) else None
             row.volumes_sampled_at = now
         fields += _VOLUME_FIELDS
     if rows:
@@ -138,7 +144,7 @@ def usage_sample(*, orch: Orchestrator | None = None, now: datetime | None = Non
         cpu_cores=None, memory_bytes=None, cpu_seconds_total=None, idle_since=None,
     ).update(cpu_cores=None, memory_bytes=None, cpu_seconds_total=None, idle_since=None)
     report = UsageReport(sampled=len(found), running=len(running),
-                         volumes=volume_sizes is not None, calls_budget=budget)
+                         volumes=volumes is not None, calls_budget=budget)
     logger.info("usage on %s: %s", orch.backend_name, report)
     return report
 
@@ -161,6 +167,46 @@ def format_cpu(cores: float | None) -> str:
     return "" if cores is None else f"{cores * 100:.1f}%"
 
 
+def _volume_entries(usage: InstanceUsage | None) -> dict[str, dict]:
+    # Samples taken before sizes had parts hold bare numbers: bytes in use.
+    return {name: entry if isinstance(entry, dict) else {"used": entry}
+            for name, entry in ((usage.volumes if usage else None) or {}).items()}
+
+
+def volumes_text(usage: InstanceUsage | None) -> str:
+    """The instance's volumes together: "12.0 MiB" (in use, as Docker tells it), or with a
+    size, as a PVC has: "1.2 GiB used of 20.0 GiB", "20.0 GiB, used: not available"."""
+    if usage is None:
+        return ""
+    sizes = [entry.get("capacity") or entry.get("requested")
+             for entry in _volume_entries(usage).values()]
+    used = format_bytes(usage.volume_bytes)
+    if not sizes or None in sizes:
+        return used
+    size = format_bytes(sum(sizes))
+    return f"{used} used of {size}" if used else f"{size}, used: not available"
+
+
+def volume_text(usage: InstanceUsage | None, volume: str) -> str:
+    """One volume, as its row on the instance page says it: "1.2 GiB used", or
+    "capacity 5.0 GiB (5.0 GiB requested) · used: not available (why)"."""
+    entry = _volume_entries(usage).get(volume)
+    if entry is None:
+        return ""
+    parts = []
+    if entry.get("capacity") is not None:
+        parts.append(f"capacity {format_bytes(entry['capacity'])}")
+        if entry.get("requested") not in (None, entry["capacity"]):
+            parts[-1] += f" ({format_bytes(entry['requested'])} requested)"
+    elif entry.get("requested") is not None:
+        parts.append(f"{format_bytes(entry['requested'])} requested, not provisioned yet")
+    if entry.get("used") is not None:
+        parts.append(f"{format_bytes(entry['used'])} used")
+    elif entry.get("note"):
+        parts.append(entry["note"])
+    return " · ".join(parts)
+
+
 def usage_display(usage: InstanceUsage | None) -> dict[str, str]:
     """What a page shows of a sample: cpu, memory, volumes, message (all strings)."""
     if usage is None:
@@ -171,7 +217,7 @@ def usage_display(usage: InstanceUsage | None) -> dict[str, str]:
     return {
         "cpu": format_cpu(usage.cpu_cores),
         "memory": memory,
-        "volumes": format_bytes(usage.volume_bytes),
+        "volumes": volumes_text(usage),
         "message": usage.message,
         "sampled_at": usage.sampled_at.isoformat() if usage.sampled_at else "",
     }

@@ -34,7 +34,7 @@ from . import keys, services
 from .keys import mask_secrets
 from .models import Instance
 from .run_hours import schedule_summary
-from .usage import usage_display
+from .usage import usage_display, volume_text
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ def instance_detail(request, name):
             ("Memory", instance.memory_request, instance.memory_limit),
         ],
         "volumes": [
-            (suffix, volume, path, getattr(instance, f"storage_{suffix}", ""))
+            (suffix, volume, path, getattr(instance, f"storage_{suffix}", ""),
+             volume_text(getattr(instance, "usage", None), volume))
             for suffix, volume, path in registry.volume_names(instance.name, backend)
         ],
         "config": json.dumps(mask_secrets(instance.clawdbot_config or {}), indent=2),

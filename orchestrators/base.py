@@ -147,6 +147,30 @@ class Usage:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class VolumeSize:
+    """One volume's size in bytes, as far as the backend can tell (None: it cannot).
+
+    Docker knows what a volume uses and has no size limit; a Kubernetes PVC has the size asked
+    for (`requested`) and the size provisioned (`capacity`), and what it uses only through the
+    kubelet's stats. `note` says why `used` is missing, for people.
+    """
+
+    used: int | None = None
+    requested: int | None = None
+    capacity: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeReport:
+    """Sizes of the managed volumes, {instance: {volume name: VolumeSize}}, and the number of
+    daemon or API calls it took."""
+
+    sizes: dict[str, dict[str, VolumeSize]]
+    calls: int
+
+
 class OrchestratorError(Exception):
     """Base of backend errors. The message is for a person: it says what to do."""
 
@@ -379,8 +403,20 @@ class Orchestrator(abc.ABC):
 
     def volume_sizes(self) -> dict[str, dict[str, int]] | None:
         """Bytes used per managed volume, {instance: {volume name: bytes}}, in ONE call; None
-        when the backend cannot tell (a PVC's use is not visible through the API)."""
+        when the backend cannot tell."""
         return None
+
+    def volume_report(self, max_calls: int) -> VolumeReport | None:
+        """Sizes of the managed volumes in at most `max_calls` calls; None when the backend
+        cannot tell any. The default: what volume_sizes() says, in its one call."""
+        if max_calls < 1:
+            return None
+        sizes = self.volume_sizes()
+        if sizes is None:
+            return None
+        return VolumeReport(sizes={name: {volume: VolumeSize(used=used)
+                                          for volume, used in volumes.items()}
+                                   for name, volumes in sizes.items()}, calls=1)
 
     def follow_logs(self, name: str, *, lines: int, seconds: float) -> Iterator[str]:
         """The last `lines` lines, then new lines as they are written, for at most `seconds`.

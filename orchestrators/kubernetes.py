@@ -45,6 +45,8 @@ from .base import (
     Status,
     TransientError,
     Usage,
+    VolumeReport,
+    VolumeSize,
     foreign_site_error,
 )
 from .quantity import parse_bytes, parse_cpu
@@ -1382,6 +1384,54 @@ class KubernetesOrchestrator(Orchestrator):
         found = usage_from_pod_metrics(items)
         return {name: usage for name, usage in found.items() if name in wanted}
 
+    def volume_report(self, max_calls: int) -> VolumeReport | None:
+        """Each PVC's requested size and capacity from ONE list call; what it uses from the
+        kubelet's stats summary (through the API server's node proxy), when `max_calls` leaves
+        room for the list of pods (to know their nodes) and one call per node, and the account
+        may read it (a ClusterRole: deploy/optional/volume-usage.yaml). Otherwise "used: not
+        available", saying why.
+        """
+        if max_calls < 1:
+            return None
+        pvcs = self._list_mine(self._pvc)
+        calls = 1
+        used: dict[str, int] = {}
+        why: dict[str, str] = {}
+        if pvcs and max_calls - calls >= 2:
+            pods = self._list_mine(self._pod)
+            calls += 1
+            nodes = claimed_by_node(pods)
+            # The nodes holding the most of our volumes first, if the budget cannot cover all.
+            for node in sorted(nodes, key=lambda n: (-len(nodes[n]), n)):
+                if calls >= max_calls:
+                    why.update(dict.fromkeys(nodes[node], USED_OVER_BUDGET))
+                    continue
+                summary = self._call("read the volume stats (kubelet stats summary) of",
+                                     _Named("Node"), node,
+                                     self._core.connect_get_node_proxy_with_path, node,
+                                     "stats/summary", expect=(403, 404, 503))
+                calls += 1
+                if summary == Refused(403):
+                    # Every node answers alike: do not spend the budget asking the others.
+                    why = dict.fromkeys((p["metadata"]["name"] for p in pvcs), USED_REFUSED)
+                    break
+                if isinstance(summary, Refused):  # the node is gone or its kubelet is down
+                    why.update(dict.fromkeys(nodes[node], USED_UNKNOWN))
+                    continue
+                used.update(used_from_summary(summary or {}, self.namespace))
+        elif pvcs:
+            why = dict.fromkeys((p["metadata"]["name"] for p in pvcs), USED_OVER_BUDGET)
+        sizes: dict[str, dict[str, VolumeSize]] = {}
+        for pvc in pvcs:
+            name = pvc["metadata"]["name"]
+            requested = ((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}
+            capacity = (pvc.get("status") or {}).get("capacity") or {}
+            sizes.setdefault(pvc["metadata"]["labels"][LABEL_INSTANCE], {})[name] = VolumeSize(
+                used=used.get(name), requested=_quantity_bytes(requested.get("storage")),
+                capacity=_quantity_bytes(capacity.get("storage")),
+                note="" if name in used else why.get(name, USED_NO_POD))
+        return VolumeReport(sizes=sizes, calls=calls)
+
 
 #: Most bytes one read of a followed log returns (it returns as soon as anything arrives).
 _STREAM_READ = 64 * 1024
@@ -1401,6 +1451,51 @@ def _drop(response) -> None:
     response.close()
     with contextlib.suppress(Exception):
         response.release_conn()
+
+
+# --- volume sizes -------------------------------------------------------------------------------
+
+#: Why a PVC's use is not shown, for people.
+USED_REFUSED = ("used: not available (the account may not read the kubelet's stats: "
+                "apply deploy/optional/volume-usage.yaml to allow it)")
+USED_NO_POD = "used: not available (no running pod mounts it)"
+USED_OVER_BUDGET = ("used: not available (more nodes than CLAWORC_USAGE_MAX_CALLS allows "
+                    "reading in one sampling run)")
+USED_UNKNOWN = "used: not available (the kubelet does not report it)"
+
+
+def _quantity_bytes(value: Any) -> int | None:
+    try:
+        return parse_bytes(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def claimed_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """{node: names of the PVCs its running pods mount}."""
+    nodes: dict[str, set[str]] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or (pod.get("status") or {}).get("phase") != "Running":
+            continue
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                nodes.setdefault(node, set()).add(claim)
+    return nodes
+
+
+def used_from_summary(summary: Mapping[str, Any], namespace: str) -> dict[str, int]:
+    """{PVC name: bytes used} from a kubelet stats summary (GET …/nodes/<n>/proxy/stats/summary:
+    pods[].volume[] with pvcRef and usedBytes), for the PVCs of `namespace`."""
+    used = {}
+    for pod in summary.get("pods") or []:
+        for volume in pod.get("volume") or []:
+            ref = volume.get("pvcRef") or {}
+            if ref.get("name") and ref.get("namespace") == namespace \
+                    and isinstance(volume.get("usedBytes"), int):
+                used[ref["name"]] = volume["usedBytes"]
+    return used
 
 
 def _secret_forms(spec: InstanceSpec) -> list[str]:

@@ -25,6 +25,9 @@ API
                                   (chunked, as the API server streams it) sends it on at once
     .open_log_follows() -> int    follow=true streams still open (the client has not gone
                                   away, the pod was not deleted); a deleted pod ends its streams
+    .set_node_stats(node, summary)
+                                  what GET /api/v1/nodes/<node>/proxy/stats/summary (the
+                                  kubelet's stats through the API server) answers; 404 until set
     .inject(method, path_part, status=500, *, message="injected", reason=None, details=None,
             delay=0.0, times=None)
                                   answer requests whose method matches and whose path contains
@@ -105,6 +108,7 @@ def _make_emulator_class():
             super().__attrs_post_init__()
             self.pod_logs: dict[str, str] = {}
             self.ended_logs: set[str] = set()
+            self.node_stats: dict[str, dict] = {}
             self.log_follows = 0
             self.closing = False
             self.injections: list[dict] = []
@@ -143,6 +147,15 @@ def _make_emulator_class():
                         message=f'namespaces "{parts[3]}" not found',
                         details={"name": parts[3], "kind": "namespaces"})
                 return aiohttp.web.json_response(namespace)
+            if (request.method == kmock.method.GET and len(parts) == 7
+                    and parts[:3] == ["api", "v1", "nodes"] and parts[4:] == [
+                        "proxy", "stats", "summary"]):
+                summary = self.node_stats.get(parts[3])
+                if summary is None:
+                    raise kmock.KubernetesError(
+                        status=404, reason="NotFound", message=f'nodes "{parts[3]}" not found',
+                        details={"name": parts[3], "kind": "nodes"})
+                return aiohttp.web.json_response(summary)
             if request.subresource == "log" and request.method == kmock.method.GET:
                 text = self.pod_logs.get(request.name)
                 if text is None:
@@ -329,6 +342,9 @@ class KubeEmulator:
 
     def open_log_follows(self) -> int:
         return self.emulator.log_follows
+
+    def set_node_stats(self, node: str, summary: dict) -> None:
+        self.emulator.node_stats[node] = summary
 
     def inject(self, method: str, path_part: str, status: int | None = 500, *,
                message: str = "injected", reason: str | None = None,

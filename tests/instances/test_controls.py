@@ -184,6 +184,39 @@ def test_live_status_costs_one_query_whatever_the_number_of_instances(
     assert data["interval"] >= 1
 
 
+def test_pvc_sizes_are_shown_live_and_per_volume(operator):
+    """What the Kubernetes sampler stores (requested, capacity, used or why not) reads as a
+    person would want it, on the live pages and in the instance page's volume table."""
+    inst = running()
+    gib = 2**30
+    volumes = {
+        f"{inst.name}-clawdbot": {"requested": 5 * gib, "capacity": 5 * gib, "used": gib,
+                                  "note": ""},
+        f"{inst.name}-homebrew": {"requested": 10 * gib, "capacity": 12 * gib, "used": None,
+                                  "note": "used: not available (no running pod mounts it)"},
+    }
+    usage = InstanceUsage.objects.create(instance=inst, volumes=volumes, volume_bytes=None)
+    assert live(operator, inst.name)["instances"][inst.name]["volumes"] == (
+        "17.0 GiB, used: not available")
+    volumes[f"{inst.name}-homebrew"] |= {"used": 3 * gib, "note": ""}
+    usage.volumes, usage.volume_bytes = volumes, 4 * gib
+    usage.save()
+    assert live(operator, inst.name)["instances"][inst.name]["volumes"] == (
+        "4.0 GiB used of 17.0 GiB")
+
+    class Cluster(FakeOrchestrator):
+        backend_name = "kubernetes"
+
+    usage.volumes[f"{inst.name}-homebrew"] |= {"used": None, "note": "used: not available "
+                                                "(the account may not read the kubelet's stats)"}
+    usage.save()
+    with override(Cluster()):
+        page = operator.get(reverse("instances:detail", args=[inst.name])).content.decode()
+    assert "capacity 5.0 GiB · 1.0 GiB used" in page
+    assert ("capacity 12.0 GiB (10.0 GiB requested) · used: not available (the account may "
+            "not read the kubelet&#x27;s stats)") in page
+
+
 def test_live_status_is_for_staff_only(client):
     assert client.get(reverse("instances:live")).status_code == 302
 

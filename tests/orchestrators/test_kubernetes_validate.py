@@ -171,6 +171,9 @@ def test_show_workload_of_an_unknown_instance(db):
 
 # --- deploy/ -----------------------------------------------------------------------------------
 
+#: The one optional cluster-wide grant: reading the kubelets' stats, for PVC use.
+VOLUME_USAGE = "deploy/optional/volume-usage.yaml"
+
 def deploy_documents() -> list[tuple[str, dict]]:
     found = []
     for path in sorted((ROOT / "deploy").rglob("*.yaml")):
@@ -194,7 +197,7 @@ def test_every_deploy_manifest_passes_the_official_schemas(version):
 
 def test_the_role_is_least_privilege():
     """Namespaced, no wildcards, and every right it grants is one the backend uses."""
-    documents = [d for _, d in deploy_documents()]
+    documents = [d for path, d in deploy_documents() if path != VOLUME_USAGE]
     assert not {"ClusterRole", "ClusterRoleBinding"} & {d["kind"] for d in documents}
     [role] = [d for d in documents if d["kind"] == "Role"]
     granted = {(group, resource, verb)
@@ -214,3 +217,18 @@ def test_the_role_is_least_privilege():
     assert namespace_rule["resourceNames"] == [role["metadata"]["namespace"]]
     agents = [d for d in documents if d["kind"] == "Namespace"][0]
     assert agents["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_the_only_cluster_wide_right_is_the_optional_kubelet_stats_read():
+    """deploy/optional/volume-usage.yaml grants get on nodes/proxy (what the backend reads PVC
+    use with) to the dashboard's account, nothing more, and is not applied by default."""
+    documents = [d for path, d in deploy_documents() if path == VOLUME_USAGE]
+    [role] = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"],
+                              "verbs": ["get"]}]
+    [binding] = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "claworc-dashboard",
+                                    "namespace": "claworc"}]
+    kustomization = yaml.safe_load((ROOT / "deploy" / "kustomization.yaml").read_text())
+    assert "optional/volume-usage.yaml" not in kustomization["resources"]
