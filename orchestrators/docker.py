@@ -1062,9 +1062,12 @@ class DockerOrchestrator(Orchestrator):
         observed = (observed_from_list(e) for e in entries if self._ours(e.get("Labels")))
         # The config file is observed state too: deleted or edited on the host, it differs from
         # the spec's and the caller has it rewritten (one stat per instance, no API call).
-        return {item.name: dataclasses.replace(
-                    item, config_digest=self._config_file_digest(item.name))
-                for item in observed}
+        found = {item.name: dataclasses.replace(
+                     item, config_digest=self._config_file_digest(item.name))
+                 for item in observed}
+        for gone in set(self._config_digests) - set(found):  # deleted instances: forgotten
+            self._config_digests.pop(gone, None)
+        return found
 
     def volumes_all(self) -> dict[str, list[str]]:
         """Every volume labeled managed-by=claworc, by instance, from ONE list call."""
