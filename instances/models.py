@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
+from django.db.models.query_utils import DeferredAttribute
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -39,6 +40,47 @@ CONVERGE_FIELDS = (
     "storage_clawdbot", "storage_homebrew", "storage_clawd", "storage_chrome",
     "clawdbot_config", "encrypted_api_keys",
 )
+
+
+class _SnapshotOnFirstUse(DeferredAttribute):
+    """A JSON field whose loaded value is copied for change detection only when code first
+    reads or replaces it.
+
+    Its value is the one mutable field a workload is built from (code may change it in place),
+    so telling a change needs a copy of what was loaded; copying it for every loaded row cost
+    lists of a thousand instances far more than the rows themselves, and lists never read it.
+    Until the first read, nobody holds the loaded object, so it is still what was loaded.
+    """
+
+    def __get__(self, instance, cls=None):
+        value = super().__get__(instance, cls)
+        if instance is not None:
+            pending = instance.__dict__.get("_spec_unread")
+            if pending and self.field.attname in pending:
+                pending.discard(self.field.attname)
+                instance._saved_spec[self.field.attname] = copy.deepcopy(value)
+        return value
+
+    def __set__(self, instance, value):
+        data = instance.__dict__
+        pending = data.get("_spec_unread")
+        if pending and self.field.attname in pending:
+            # Never handed out, so never changed: the loaded object itself is the snapshot.
+            pending.discard(self.field.attname)
+            instance._saved_spec[self.field.attname] = data[self.field.attname]
+        data[self.field.attname] = value
+
+
+class _ConfigField(models.JSONField):
+    descriptor_class = _SnapshotOnFirstUse
+
+    def deconstruct(self):
+        # Only how the value is read from a loaded row differs: the column is a plain JSONField.
+        name, _, args, kwargs = super().deconstruct()
+        return name, "django.db.models.JSONField", args, kwargs
+
+
+_PLAIN_SPEC_FIELDS = tuple(f for f in CONVERGE_FIELDS if f != "clawdbot_config")
 
 
 class InstanceQuerySet(models.QuerySet):
@@ -117,7 +159,7 @@ class Instance(models.Model):
     storage_clawd = models.CharField(max_length=16, default="5Gi", validators=[validate_size])
     storage_chrome = models.CharField(max_length=16, default="5Gi", validators=[validate_size])
 
-    clawdbot_config = models.JSONField(
+    clawdbot_config = _ConfigField(
         default=dict, blank=True, validators=[validate_config],
         help_text="The instance's clawdbot.json, a JSON object.",
     )
@@ -320,14 +362,24 @@ class Instance(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._saved_name = instance.__dict__.get("name")
         instance._saved_desired_state = instance.__dict__.get("desired_state")
-        instance.remember_saved_spec()
+        data = instance.__dict__
+        # The strings are immutable: kept as they are. The config is copied on first use.
+        instance._saved_spec = {f: data[f] for f in _PLAIN_SPEC_FIELDS if f in data}
+        instance._spec_unread = {"clawdbot_config"} if "clawdbot_config" in data else set()
         return instance
 
     def remember_saved_spec(self, fields=CONVERGE_FIELDS) -> None:
         """Note what the workload was last saved with, to tell later which of it changed."""
         saved = getattr(self, "_saved_spec", None) or {}
-        # A deep copy: code may change clawdbot_config in place.
-        saved.update({f: copy.deepcopy(self.__dict__[f]) for f in fields if f in self.__dict__})
+        data = self.__dict__
+        unread = data.get("_spec_unread")
+        for f in fields:
+            if f in data:
+                # A deep copy of the config: code may change it in place, also later through a
+                # reference it holds now.
+                saved[f] = copy.deepcopy(data[f]) if f == "clawdbot_config" else data[f]
+                if unread:
+                    unread.discard(f)
         self._saved_spec = saved
 
     def changed_spec_fields(self) -> list[str]:

@@ -57,6 +57,31 @@ def test_editing_what_it_runs_with_from_code_converges_it(orch,
     assert callbacks == []
 
 
+def test_the_config_is_compared_with_what_was_loaded_whichever_way_it_changes(
+        orch, django_capture_on_commit_callbacks):
+    """Loaded rows copy their config only when code first touches it (lists of a thousand
+    never do); a replaced or mutated config is still told from the loaded one."""
+    with eager_tasks(), django_capture_on_commit_callbacks(execute=True):
+        Instance.objects.create(display_name="T4 Lazy", clawdbot_config={"a": {"b": 1}})
+    listed = list(Instance.objects.filter(name="bot-t4-lazy"))
+    assert "clawdbot_config" not in listed[0]._saved_spec  # a list pays no copy
+    replaced = Instance.objects.get(name="bot-t4-lazy")
+    replaced.clawdbot_config = {"a": {"b": 1}}  # replaced, never read: the same value
+    assert replaced.changed_spec_fields() == []
+    replaced.clawdbot_config = {"a": {"b": 2}}
+    assert replaced.changed_spec_fields() == ["clawdbot_config"]
+    nested = Instance.objects.get(name="bot-t4-lazy")
+    nested.clawdbot_config["a"]["b"] = 3  # deep, in place, through the first read
+    assert nested.changed_spec_fields() == ["clawdbot_config"]
+    with django_capture_on_commit_callbacks() as callbacks:
+        nested.save()
+    assert len(callbacks) == 1
+    kept = nested.clawdbot_config["a"]  # a reference held across the save
+    assert nested.changed_spec_fields() == []
+    kept["b"] = 4
+    assert nested.changed_spec_fields() == ["clawdbot_config"]
+
+
 def test_raw_saves_from_fixtures_do_not_provision(django_capture_on_commit_callbacks):
     data = json.dumps([{"model": "instances.instance", "pk": 4242,
                         "fields": {"display_name": "T4 Fixture", "name": "bot-t4-fixture",
