@@ -77,3 +77,30 @@ def test_an_exit_caused_by_a_missing_mount_says_so():
         "exited with code 127: it could not be started again because a file it mounts is "
         "missing on the Docker host (")
     assert "/data/configs/bot-x/clawdbot.json" in observed.message
+
+
+@pytest.mark.docker
+def test_status_all_reads_a_config_file_again_only_when_it_changed(
+        docker_orch, make_spec, monkeypatch):
+    spec = make_spec("cfgcache")
+    docker_orch.ensure(spec)
+    wanted = docker_orch.config_digest(spec.config)
+    assert docker_orch.status_all()[spec.name].config_digest == wanted
+    reads = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    # Unchanged: a stat, no read, at every beat.
+    assert docker_orch.status_all()[spec.name].config_digest == wanted
+    path = config_path(docker_orch.config_dir, spec.name)
+    assert path not in reads
+    # Changed (another inode, as an editor that saves by renaming makes): read again.
+    with real_open(path + ".new", "w") as f:
+        f.write("{}\n")
+    os.replace(path + ".new", path)
+    assert docker_orch.status_all()[spec.name].config_digest not in ("", wanted)
+    assert reads.count(path) == 1
