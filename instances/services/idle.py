@@ -53,6 +53,8 @@ def sample_max_age(running: int) -> timedelta:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{int(seconds)} s"
     minutes = int(seconds // 60)
     if minutes < 120:
         return f"{minutes} min"

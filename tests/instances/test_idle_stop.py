@@ -139,6 +139,16 @@ def test_ports_mode_judges_cpu_alone_and_says_so(stub, settings):
         "visible (CLAWORC_DESKTOP_ACCESS=ports).")
 
 
+def test_the_idle_time_is_said_in_seconds_minutes_or_hours():
+    from instances.services.idle import idle_message
+
+    said = [idle_message(idle_seconds=s, cpu=0.004, threshold=0.05, sessions_seen=True)
+            for s in (42, 1830, 3 * 3600 + 5 * 60)]
+    assert said == ["idle for 42 s: CPU 0.00 cores < 0.05, no desktop session",
+                    "idle for 30 min: CPU 0.00 cores < 0.05, no desktop session",
+                    "idle for 3 h 05 min: CPU 0.00 cores < 0.05, no desktop session"]
+
+
 def test_idle_after_zero_turns_it_off(stub, settings):
     settings.CLAWORC_IDLE_AFTER = 0
     _make("bot-idle-off")

@@ -295,20 +295,45 @@ def test_a_refused_start_is_not_retried_once_a_person_acted(admission):
 
 
 @pytest.mark.django_db
-def test_one_beat_costs_a_constant_number_of_queries(django_assert_max_num_queries):
+@pytest.mark.parametrize("day", ["2026-03-29", "2026-10-25"])
+def test_a_beat_every_minute_through_a_dst_day_starts_and_stops_once(day):
+    inst = _make("bot-sched-dst", running=False, schedule_days="sun", schedule_start=time(2, 30),
+                 schedule_end=time(6), schedule_timezone="Europe/Paris")
+    begin = at(f"{day}T00:00+02:00") - timedelta(hours=1)
+    schedules_apply(now=begin)
+    for minute in range(9 * 60):
+        now = begin + timedelta(minutes=minute)
+        schedules_apply(now=now)
+        if Instance.objects.filter(pk=inst.pk, status="starting").update(status="running"):
+            started_at = now
+    assert [a[:2] for a in _by_schedule("bot-sched-dst")] == [("start", "queued"),
+                                                             ("stop", "queued")]
+    # The spring day has no 02:30: it starts at 03:30 CEST; the autumn day's first 02:30.
+    assert started_at.astimezone(UTC).strftime("%H:%M") == (
+        "01:30" if day.endswith("03-29") else "00:30")
+
+
+def _fleet(count):
     Instance.objects.bulk_create(
         Instance(display_name=f"bot-fleet-{i}", name=f"bot-fleet-{i}", observed_generation=1,
                  owed_since=None, status="stopped" if i % 2 else "running",
                  desired_state="stopped" if i % 2 else "running",
                  schedule_days="mon,tue,wed,thu,fri", schedule_start=time(8 + i % 3),
-                 schedule_end=time(20), schedule_timezone="UTC") for i in range(50))
+                 schedule_end=time(20), schedule_timezone="UTC") for i in range(count))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [4, 50])
+def test_one_beat_costs_a_constant_number_of_queries(count, django_assert_max_num_queries):
+    _fleet(count)
     schedules_apply(now=MON_0759)
-    with django_assert_max_num_queries(14):
+    # The lease (4), the read, the two intents in savepoints (5 each), the marks, the release.
+    with django_assert_max_num_queries(17):
         report = schedules_apply(now=MON_0759 + timedelta(hours=3))  # every window opened
-    assert len(report.started) == 25
-    with django_assert_max_num_queries(14):
+    assert len(report.started) == count // 2
+    with django_assert_max_num_queries(17):
         report = schedules_apply(now=MON_0759 + timedelta(hours=13))  # every window closed
-    assert len(report.stopped) == 50
+    assert len(report.stopped) == count
     with django_assert_max_num_queries(6):  # the lease, one read, nothing to write
         assert not schedules_apply(now=MON_0759 + timedelta(hours=13, minutes=1)).stopped
 
@@ -380,3 +405,20 @@ def test_the_beat_task_applies_schedules_then_idle_stop(settings):
         result = tasks.apply_schedules.delay().get()
     assert result == ("schedule: started 0, stopped 0, refused 0, new schedules 1; "
                       "idle stop: off (CLAWORC_IDLE_AFTER=0)")
+
+
+@pytest.mark.django_db
+def test_two_runs_at_once_apply_an_edge_once():
+    from instances.services.leases import lease_acquire, lease_release
+
+    _make("bot-sched-twice", running=False)
+    schedules_apply(now=MON_0759)
+    # Another beat (another worker) is in the middle of its run: this one stands aside...
+    assert lease_acquire(name=schedules.LEASE, owner="other-worker")
+    report = schedules_apply(now=MON_0759 + timedelta(minutes=2), owner="this-worker")
+    assert report.started == [] and _by_schedule("bot-sched-twice") == []
+    # ... and once it is done, the edge is applied exactly once.
+    lease_release(name=schedules.LEASE, owner="other-worker")
+    schedules_apply(now=MON_0759 + timedelta(minutes=2), owner="this-worker")
+    schedules_apply(now=MON_0759 + timedelta(minutes=2), owner="other-worker")
+    assert [a[:2] for a in _by_schedule("bot-sched-twice")] == [("start", "queued")]
