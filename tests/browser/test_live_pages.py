@@ -151,6 +151,12 @@ def test_a_page_left_open_follows_a_stop_clicked_elsewhere_without_a_reload(
             .observe(badge, {childList: true, characterData: true, subtree: true});
     }""")
 
+    # Nor on the status list, where an operator has one set per row.
+    listing = open_page(browser, live_server, users["viewer"], "/")
+    assert listing.locator(f"#instance-{NAME}").is_visible()
+    assert listing.locator('button[name="action"]').count() == 0
+    listing.context.close()
+
     # An operator clicks Stop on the status list's row, in another session.
     operator = open_page(browser, live_server, users["operator"], "/")
     row = operator.locator(f"#instance-{NAME}")
@@ -213,6 +219,15 @@ def test_a_followed_log_shows_a_line_written_after_the_page_opened(
     path = download.value.path()
     assert download.value.suggested_filename == f"{NAME}-log.txt"
     assert line in open(path).read()
+
+    # The instance page's own buttons work: Restart is accepted, and the page comes back to
+    # itself showing the transitional status.
+    page.locator("#controls").get_by_role("button", name="Restart", exact=True).click()
+    page.wait_for_url(f"**/instances/{NAME}/")
+    assert "Queued restart of 1 instance" in page.locator("#messages").inner_text()
+    assert status_of(page) == "Restarting"
+    accepted = in_thread(lambda: Instance.objects.get(pk=users["pk"]))
+    assert accepted.status == "restarting" and accepted.restart_requested > accepted.restart_done
 
 
 def test_admin_pages_fit_1400_px_with_their_controls(live_server, users, browser):  # noqa: F811

@@ -121,3 +121,21 @@ def test_a_followed_log_shows_new_lines_and_ends_at_its_deadline(
     elapsed = time.monotonic() - started
     assert "before-follow" in text and "written-after-follow" in text
     assert 3.5 <= elapsed < 15, elapsed
+
+
+def test_a_followed_log_closed_by_the_page_ends_its_wait_at_once(
+    docker_orch, make_spec, docker_client
+):
+    """The page goes away while the reader waits for a line that never comes: close() from
+    another thread ends the wait and the daemon connection, not the follow's deadline."""
+    spec = make_spec("followclose")
+    docker_orch.ensure(spec)
+    seconds = 120
+    stream = docker_orch.follow_logs(spec.name, lines=10, seconds=seconds)
+    done = threading.Event()
+    threading.Thread(target=lambda: (list(stream), done.set()), daemon=True).start()
+    assert not done.wait(0.5)  # still following: nothing ends it but close()
+    closed = time.monotonic()
+    stream.close()
+    assert done.wait(seconds / 4), "the reader still waits after close()"
+    assert time.monotonic() - closed < seconds / 4
