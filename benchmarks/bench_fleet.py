@@ -16,9 +16,11 @@
 4. Bulk start of 100 stopped instances through the admin action with 2 Celery worker processes,
    against starting 100 plain containers serially and on 2 and 4 threads.
 
-Names start with benchf-<token>- (containers, volumes `claworc-benchf-…`, config files), host
-ports are 22000-24999 (the fleet) and 31400-31999 (the raw side); everything is removed at the
-end, also after an error or Ctrl-C. At N = 1,000 it takes a while: N is a flag.
+Names start with benchf-<token>- (containers, volumes `claworc-benchf-…`, config files; the
+raw side's are bench-<token>-…), host ports are 22000-24999 (the fleet) and 25000-25999 (the raw
+side), all below the kernel's ephemeral range; everything is removed at the end, also after an
+error, Ctrl-C or SIGTERM. `--clean` removes what an earlier run killed with SIGKILL left behind.
+At N = 1,000 it takes a while: N is a flag.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PREFIX = "benchf-"
 FLEET_PORT_START = 22000
+#: The raw side's ports, apart from bench_docker.py's (31400-31999), which may run meanwhile.
+RAW_PORT_START = 25000
 ORPHANS = 100
 BULK = 100
 PAGE_REPEATS = 20
@@ -74,6 +78,9 @@ def site_env(tmp: str, *, database_url: str, n: int, pairs: int, broker: str, qu
         "CLAWORC_PORT_START": str(port_start),
         "CLAWORC_PORT_END": str(end),
         "CLAWORC_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        # One installation for every phase: the database phases find the fleet's workloads
+        # their own, not another site's.
+        "CLAWORC_SITE_ID": "benchf-" + secrets.token_hex(4),
         "CLAWORC_RECONCILE_INTERVAL": "3600",
         "CELERY_BROKER_URL": broker,
         "CELERY_TASK_DEFAULT_QUEUE": queue,
@@ -341,10 +348,20 @@ def db_phase(args) -> None:
 def run_db_phase(env_file: str, rows_file: str, database_url: str, prefix: str) -> None:
     cmd = [sys.executable, __file__, "--phase", "db", "--env-file", env_file,
            "--rows-file", rows_file, "--database-url", database_url, "--prefix", prefix]
-    done = subprocess.run(cmd, cwd=ROOT, env={k: v for k, v in os.environ.items()
-                                              if not k.startswith(("DJANGO_", "DATABASE_"))})
-    if done.returncode:
-        print(f"  the {database_url.split(':')[0]} phase failed (exit {done.returncode})")
+    child = subprocess.Popen(cmd, cwd=ROOT, env={k: v for k, v in os.environ.items()
+                                                 if not k.startswith(("DJANGO_", "DATABASE_"))})
+    try:
+        code = child.wait()
+    except BaseException:
+        # Interrupted: the child must not make orphan containers after our clean-up ran.
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    if code:
+        print(f"  the {database_url.split(':')[0]} phase failed (exit {code})")
 
 
 @contextlib.contextmanager
@@ -463,6 +480,17 @@ def remove_prefixed(client, prefix: str) -> None:
             return
 
 
+def machine_state(when: str) -> None:
+    """Cores, memory and load: the machine is shared, and the figures mean little without it."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    mem = {line.split(":")[0]: int(line.split()[1]) // 1024
+           for line in Path("/proc/meminfo").read_text().splitlines()
+           if line.startswith(("MemTotal", "MemAvailable"))}
+    print(f"machine {when}: {os.cpu_count()} cores, {mem.get('MemTotal')} MB memory "
+          f"({mem.get('MemAvailable')} MB available), load average {' '.join(load)}",
+          flush=True)
+
+
 def postgres_available(url: str) -> bool:
     try:
         import psycopg
@@ -487,6 +515,10 @@ def main() -> None:
     parser.add_argument("--no-bulk", action="store_true", help="skip the bulk start")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12",
                         help="broker for the bulk start (else the embedded SQLite broker)")
+    parser.add_argument("--threads", type=int, default=3,
+                        help="threads building the fleet (default 3)")
+    parser.add_argument("--clean", action="store_true",
+                        help="only remove what earlier runs left (every benchf-… object)")
     parser.add_argument("--phase", default="fleet", help=argparse.SUPPRESS)
     parser.add_argument("--env-file", help=argparse.SUPPRESS)
     parser.add_argument("--rows-file", help=argparse.SUPPRESS)
@@ -506,6 +538,16 @@ def main() -> None:
     from tests.docker_support import build_agent_image
 
     client = docker.from_env(timeout=120)
+    if args.clean:
+        remove_prefixed(client, PREFIX)
+        if postgres_available(args.postgres):
+            import psycopg
+
+            with psycopg.connect(args.postgres.rstrip("/") + "/postgres", autocommit=True) as conn:
+                for (name,) in conn.execute("SELECT datname FROM pg_database "
+                                            "WHERE datname LIKE 'claworc_bench_%'").fetchall():
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
     image = build_agent_image(client)
     prefix = f"{PREFIX}{secrets.token_hex(2)}-"
     tmp = tempfile.mkdtemp(prefix="claworc-bench-fleet-")
@@ -528,8 +570,10 @@ def main() -> None:
     from bench_docker import Bench
 
     bench = Bench(client, image)
+    bench.next_port = RAW_PORT_START
+    machine_state("before")
     try:
-        ids = build_fleet(prefix, args.n, running)
+        ids = build_fleet(prefix, args.n, running, threads=args.threads)
         bench_create_and_worker(bench, prefix, args.pairs)
         rows_file = os.path.join(tmp, "rows.json")
         dump_rows(f"{prefix}f", rows_file)
@@ -541,6 +585,7 @@ def main() -> None:
             print("PostgreSQL not reachable: its phase is skipped")
         if not args.no_bulk:
             bench_bulk_start(bench, ids, env, tmp)
+        machine_state("after")
     finally:
         print("cleaning up…", flush=True)
         remove_prefixed(client, prefix)

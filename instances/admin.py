@@ -89,6 +89,9 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "display_name"]
     list_select_related = ["ports", "usage"]
+    # As many rows as the status list: rendering a row is most of the page's cost, and 100 made
+    # the page at 1,000 instances several times as slow as at 10.
+    list_per_page = 50
     readonly_fields = [
         "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
         "created_at", "updated_at", "run_hours_state",
