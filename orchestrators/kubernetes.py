@@ -781,7 +781,8 @@ class KubernetesOrchestrator(Orchestrator):
                  timeout: float = 10, desktop_access: str = DesktopAccess.PORTS,
                  node_host: str = "127.0.0.1", options: ClusterOptions = DEFAULT_OPTIONS,
                  port_range: tuple[int, int] | None = None,
-                 node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE):
+                 node_port_range: tuple[int, int] = DEFAULT_NODE_PORT_RANGE,
+                 site_per_pod: bool = False):
         from kubernetes import client
 
         self.api_client = api_client
@@ -796,6 +797,9 @@ class KubernetesOrchestrator(Orchestrator):
         self.site = options.site
         self.port_range = port_range
         self.node_port_range = node_port_range
+        #: Running in a cluster with no CLAWORC_SITE_ID set: the site id was generated into
+        #: this pod's data directory (see site_warning).
+        self.site_per_pod = site_per_pod
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
         self._core = core
@@ -815,9 +819,11 @@ class KubernetesOrchestrator(Orchestrator):
         from kubernetes import client, config
 
         configuration = client.Configuration()
+        in_cluster = True
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
+            in_cluster = False
             # The config module reads KUBECONFIG once at import; read it now instead.
             path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
             paths = [p for p in path.split(os.pathsep) if p]
@@ -836,7 +842,8 @@ class KubernetesOrchestrator(Orchestrator):
                    node_host=settings.CLAWORC_NODE_IP,
                    options=ClusterOptions.from_settings(),
                    port_range=(settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END),
-                   node_port_range=tuple(settings.CLAWORC_K8S_NODE_PORT_RANGE))
+                   node_port_range=tuple(settings.CLAWORC_K8S_NODE_PORT_RANGE),
+                   site_per_pod=in_cluster and not os.environ.get("CLAWORC_SITE_ID", "").strip())
 
     # --- calling the API -----------------------------------------------------------------------
     def _call(self, verb: str, kind: _Kind, name: str, fn: Callable, *args,
@@ -1100,11 +1107,23 @@ class KubernetesOrchestrator(Orchestrator):
         if phase == "Terminating":
             raise FinalError(f"namespace {ns} at {host} is being deleted (Terminating)")
         answer = f"API ok at {host}, namespace {ns}"
-        warning = self.port_range_warning()
-        if warning:
+        for warning in filter(None, (self.port_range_warning(), self.site_warning())):
             log.warning("%s", warning)
             answer += f"; warning: {warning}"
         return answer
+
+    def site_warning(self) -> str:
+        """Why the site id may not hold, or "" (from settings alone).
+
+        A pod's data directory is usually its own (deploy/ uses an emptyDir), so an id generated
+        there differs from pod to pod and from restart to restart, and each would refuse the
+        others' instances as another installation's."""
+        if not self.site_per_pod:
+            return ""
+        return (f"CLAWORC_SITE_ID is not set, so this pod uses the id in its data directory "
+                f"({self.site}): unless every web, worker and beat pod shares that directory "
+                "for good, they refuse each other's instances as another installation's; set "
+                "CLAWORC_SITE_ID (deploy/config.yaml)")
 
     def port_range_warning(self) -> str:
         """Why the port range cannot work as NodePorts, or "" (from settings alone)."""

@@ -199,3 +199,17 @@ def test_usage_never_reports_another_sites_pod(kube_api, site_orch):
         pytest.skip(f"the emulator serves no metrics.k8s.io: {exc.status}")
     assert staging.usage(["bot-shared"])["bot-shared"].cpu_cores == pytest.approx(0.25)
     assert production.usage(["bot-shared"]) == {}
+
+
+def test_in_a_cluster_a_site_id_of_the_pods_own_is_warned_about(kube_api):
+    """A pod's data directory is its own (deploy/ uses an emptyDir): an id generated there would
+    change with every pod, and the workers would refuse each other's instances."""
+    def orch(site_per_pod):
+        return KubernetesOrchestrator(api_client=kube_api.api_client(), namespace=NS,
+                                      options=ClusterOptions(site="site-0a1b2c"),
+                                      site_per_pod=site_per_pod)
+
+    answer = orch(True).ping()
+    assert answer.startswith("API ok at")
+    assert "warning: CLAWORC_SITE_ID is not set" in answer and "site-0a1b2c" in answer
+    assert "CLAWORC_SITE_ID" not in orch(False).ping()
