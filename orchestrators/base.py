@@ -11,6 +11,7 @@ import abc
 import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, ClassVar
 
 # Names shared by every backend (ARCHITECTURE.md, "Names and resources").
@@ -108,6 +109,45 @@ class InstanceSpec:
 
     def labels(self) -> dict[str, str]:
         return {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTANCE: self.name}
+
+
+#: The resources a budget can bound, named as a Kubernetes ResourceQuota names them.
+CAPACITY_RESOURCES = ("requests.cpu", "limits.cpu", "requests.memory", "limits.memory", "pods")
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What the instances of one backend may use together, as read from the backend.
+
+    `totals`: per resource of CAPACITY_RESOURCES, the most all instances may hold (CPU in
+    cores, memory in bytes, pods as a count); a resource not listed is not bounded.
+    `others`: what workloads that are not Claworc's instances already hold of it (a namespace
+    shared with other pods). `per_instance_max`: the most one instance may ask for ("cpu",
+    "memory"; a LimitRange's max). `host`: the totals are a machine's own CPUs and memory, which
+    the overcommit factors may stretch; a quota is a hard limit they never stretch.
+    """
+
+    totals: Mapping[str, Decimal] = field(default_factory=dict)
+    others: Mapping[str, Decimal] = field(default_factory=dict)
+    per_instance_max: Mapping[str, Decimal] = field(default_factory=dict)
+    host: bool = False
+    #: Where the numbers come from, for people: "docker info", "ResourceQuota compute".
+    source: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"totals": {k: str(v) for k, v in self.totals.items()},
+                "others": {k: str(v) for k, v in self.others.items()},
+                "per_instance_max": {k: str(v) for k, v in self.per_instance_max.items()},
+                "host": self.host, "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HostCapacity:
+        def numbers(key):
+            return {k: Decimal(v) for k, v in (data.get(key) or {}).items()}
+
+        return cls(totals=numbers("totals"), others=numbers("others"),
+                   per_instance_max=numbers("per_instance_max"), host=bool(data.get("host")),
+                   source=str(data.get("source") or ""))
 
 
 @dataclass(frozen=True)
@@ -284,6 +324,13 @@ class Orchestrator(abc.ABC):
     def cpu_capacity(self) -> int | None:
         """The most CPUs one workload may be given, or None when the backend sets no such bound
         (a cluster schedules pods onto nodes). May call the backend; implementations cache."""
+        return None
+
+    def host_capacity(self) -> HostCapacity | None:
+        """What all instances may use together, read from the backend now (one or two calls);
+        None when the backend gives no bound. Docker: the daemon's CPUs and memory; Kubernetes:
+        the namespace's ResourceQuota and LimitRange. Raises TransientError when it does not
+        answer."""
         return None
 
     @abc.abstractmethod

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import docker.errors
@@ -40,6 +41,7 @@ from .base import (
     VOLUME_MOUNTS,
     DesktopAccess,
     FinalError,
+    HostCapacity,
     InstanceSpec,
     Observed,
     Orchestrator,
@@ -645,6 +647,26 @@ class DockerOrchestrator(Orchestrator):
             with self._translate("", "read the host's CPU count"):
                 self._ncpu = int(self.client.info().get("NCPU") or 0) or None
         return self._ncpu
+
+    def host_capacity(self) -> HostCapacity | None:
+        """The daemon's CPUs and memory (`docker info` NCPU, MemTotal), read now: the budget
+        bounds the sum of CPU requests and of memory limits; one instance's CPU limit may not
+        exceed the CPUs (Docker refuses such a container)."""
+        with self._translate("", "read the host's CPUs and memory"):
+            info = self.client.info()
+        cpus = int(info.get("NCPU") or 0)
+        memory = int(info.get("MemTotal") or 0)
+        if cpus:
+            self._ncpu = cpus
+        totals = {}
+        if cpus:
+            totals["requests.cpu"] = Decimal(cpus)
+        if memory:
+            totals["limits.memory"] = Decimal(memory)
+        if not totals:
+            return None
+        return HostCapacity(totals=totals, host=True, source="docker info",
+                            per_instance_max={"cpu": Decimal(cpus)} if cpus else {})
 
     def _create_kwargs(self, spec: InstanceSpec) -> dict[str, Any]:
         cpus = self.cpu_capacity()

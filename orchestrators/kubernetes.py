@@ -23,9 +23,11 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from .base import (
+    CAPACITY_RESOURCES,
     CHROME_VNC_PORT,
     CONFIG_FILENAME,
     CONFIG_MOUNT_PATH,
@@ -37,6 +39,7 @@ from .base import (
     VOLUME_MOUNTS,
     DesktopAccess,
     FinalError,
+    HostCapacity,
     InstanceSpec,
     Observed,
     Orchestrator,
@@ -531,10 +534,15 @@ def observe_pod(name: str, pod: Mapping[str, Any],
                         _join(reason, waiting.get("message") or _event_text(event)))
     if phase == "Pending":
         scheduled = _condition(pod, "PodScheduled")
-        if scheduled.get("status") == "False":
-            return Observed(name, Status.CREATING,
-                            _join("Pending", scheduled.get("reason"), scheduled.get("message")))
         event = _newest_event(events, "Pod", lambda n: n == pod_name)
+        if scheduled.get("status") == "False":
+            return Observed(name, Status.CREATING, unschedulable_message(
+                pod, scheduled.get("message") or "") or _join(
+                "Pending", scheduled.get("reason"), scheduled.get("message")))
+        if event is not None and event.get("reason") == "FailedScheduling":
+            waiting_for = unschedulable_message(pod, event.get("message") or "")
+            if waiting_for:
+                return Observed(name, Status.CREATING, waiting_for)
         return Observed(name, Status.CREATING,
                         _join(f"pod {pod_name} Pending", _event_text(event)))
     terminated = state.get("terminated")
@@ -742,6 +750,136 @@ def usage_from_pod_metrics(items: Iterable[Mapping[str, Any]]) -> dict[str, Usag
     return result
 
 
+# --- capacity (pure) -----------------------------------------------------------------------------
+
+#: ResourceQuota names that mean the same as the budget's ("cpu" is requests.cpu).
+_QUOTA_ALIASES = {"cpu": "requests.cpu", "memory": "requests.memory"}
+
+
+def quantity(resource: str, value: Any) -> Decimal | None:
+    """A quota quantity as a number: cores for CPU, bytes for memory, a count for pods; None
+    when it cannot be read (a form this code does not know is left unbounded, not guessed)."""
+    text = str(value if value is not None else "").strip()
+    if text in ("0", "0m", "0.0"):
+        return Decimal(0)
+    try:
+        if resource.endswith("cpu"):
+            return parse_cpu(text)
+        if resource.endswith("memory"):
+            return Decimal(parse_bytes(text))
+        return Decimal(int(text))
+    except (ValueError, ArithmeticError):
+        return None
+
+
+def pod_resources(pod: Mapping[str, Any]) -> dict[str, Decimal]:
+    """What one Pod holds of a quota's resources (its containers' requests and limits)."""
+    held = {"pods": Decimal(1)}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for what in ("cpu", "memory"):
+                value = quantity(what, (resources.get(kind) or {}).get(what))
+                if value:
+                    held[f"{kind}.{what}"] = held.get(f"{kind}.{what}", Decimal(0)) + value
+    return held
+
+
+def capacity_from_quotas(quotas: Iterable[Mapping[str, Any]],
+                         limit_ranges: Iterable[Mapping[str, Any]] = (),
+                         managed_pods: Iterable[Mapping[str, Any]] = (), *,
+                         namespace: str = "") -> HostCapacity | None:
+    """The budget a namespace's ResourceQuotas and LimitRanges allow Claworc.
+
+    Per resource, the quota with the least left (hard − used) binds. What it counts as used
+    beyond Claworc's own Pods (`managed_pods`) is held by other workloads (`others`): Claworc
+    counts its own instances itself, from what it was asked to run, so that one started a
+    moment ago and not yet a Pod is counted too. A LimitRange's Container max bounds one
+    instance. None when the namespace sets neither.
+    """
+    ours: dict[str, Decimal] = {}
+    for pod in managed_pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue  # a finished Pod holds no quota
+        for key, value in pod_resources(pod).items():
+            ours[key] = ours.get(key, Decimal(0)) + value
+    totals: dict[str, Decimal] = {}
+    others: dict[str, Decimal] = {}
+    left: dict[str, Decimal] = {}
+    names = []
+    for quota in quotas:
+        status = quota.get("status") or {}
+        hard = status.get("hard") or (quota.get("spec") or {}).get("hard") or {}
+        used = status.get("used") or {}
+        counted = False
+        for raw_key, raw_hard in hard.items():
+            key = _QUOTA_ALIASES.get(raw_key, raw_key)
+            if key not in CAPACITY_RESOURCES:
+                continue
+            limit = quantity(key, raw_hard)
+            if limit is None:
+                continue
+            in_use = quantity(key, used.get(raw_key, "0")) or Decimal(0)
+            if key in left and limit - in_use >= left[key]:
+                continue
+            counted = True
+            left[key] = limit - in_use
+            totals[key] = limit
+            others[key] = max(Decimal(0), in_use - ours.get(key, Decimal(0)))
+        if counted:
+            names.append((quota.get("metadata") or {}).get("name") or "?")
+    per_instance: dict[str, Decimal] = {}
+    for limit_range in limit_ranges:
+        for item in (limit_range.get("spec") or {}).get("limits") or []:
+            if item.get("type") != "Container":
+                continue
+            for what, raw in (item.get("max") or {}).items():
+                value = quantity(what, raw)
+                if what in ("cpu", "memory") and value is not None:
+                    per_instance[what] = min(value, per_instance.get(what, value))
+    if not totals and not per_instance:
+        return None
+    where = f" in namespace {namespace}" if namespace else ""
+    source = (f"ResourceQuota {', '.join(sorted(names))}{where}" if names
+              else f"LimitRange{where}")
+    return HostCapacity(totals=totals, others={k: v for k, v in others.items() if v},
+                        per_instance_max=per_instance, source=source)
+
+
+_INSUFFICIENT = re.compile(r"Insufficient (cpu|memory)")
+
+
+def _pod_requests(pod: Mapping[str, Any]) -> tuple[str, str]:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == CONTAINER_NAME:
+            requests = (container.get("resources") or {}).get("requests") or {}
+            return str(requests.get("cpu") or ""), str(requests.get("memory") or "")
+    return "", ""
+
+
+def unschedulable_message(pod: Mapping[str, Any], detail: str) -> str:
+    """What staff read for a Pod no node can take: "waiting: the cluster has no node with 2 CPU
+    free (0/3 nodes available: 3 Insufficient cpu)"; "" when `detail` is not about capacity."""
+    short = sorted(set(_INSUFFICIENT.findall(detail or "")))
+    if not short:
+        return ""
+    cpu, memory = _pod_requests(pod)
+    wanted = []
+    if "cpu" in short:
+        cores = quantity("cpu", cpu) if cpu else None
+        wanted.append(f"{_number(cores)} CPU" if cores is not None else "the CPU it requests")
+    if "memory" in short:
+        size = quantity("memory", memory) if memory else None
+        wanted.append(f"{_number(size / 2**30)} GiB of memory" if size is not None
+                      else "the memory it requests")
+    return (f"waiting: the cluster has no node with {' and '.join(wanted)} free "
+            f"({detail.strip().rstrip('.')})")
+
+
+def _number(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.01")).normalize(), "f")
+
+
 class _Named:
     """What `_call` needs of a kind when it has no typed API (a custom resource)."""
 
@@ -810,6 +948,8 @@ class KubernetesOrchestrator(Orchestrator):
         self._deployment = _Kind("Deployment", apps, "deployment")
         self._pod = _Kind("Pod", core, "pod")
         self._event = _Kind("Event", core, "event")
+        self._quota = _Kind("ResourceQuota", core, "resource_quota")
+        self._limit_range = _Kind("LimitRange", core, "limit_range")
         self._namespace = _Kind("Namespace")  # read only (read_namespace), for ping
 
     @classmethod
@@ -1124,6 +1264,21 @@ class KubernetesOrchestrator(Orchestrator):
                 f"({self.site}): unless every web, worker and beat pod shares that directory "
                 "for good, they refuse each other's instances as another installation's; set "
                 "CLAWORC_SITE_ID (deploy/config.yaml)")
+
+    def host_capacity(self) -> HostCapacity | None:
+        """The namespace's ResourceQuotas and LimitRanges (two list calls, three when a quota
+        counts what Claworc's own Pods hold); None when it sets neither."""
+        quotas = self._call("list", self._quota, "(quotas)", self._quota.list, self.namespace,
+                            expect=(403, 404))
+        ranges = self._call("list", self._limit_range, "(limit ranges)", self._limit_range.list,
+                            self.namespace, expect=(403, 404))
+        quotas = [] if isinstance(quotas, Refused) else quotas.get("items") or []
+        ranges = [] if isinstance(ranges, Refused) else ranges.get("items") or []
+        pods = []
+        if quotas:
+            managed = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+            pods = [p for p in self._list(self._pod, managed) if is_managed(p)]
+        return capacity_from_quotas(quotas, ranges, pods, namespace=self.namespace)
 
     def port_range_warning(self) -> str:
         """Why the port range cannot work as NodePorts, or "" (from settings alone)."""

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from django.conf import settings
 
-from .base import VOLUME_MOUNTS, Orchestrator, OrchestratorError, TransientError
+from .base import VOLUME_MOUNTS, HostCapacity, Orchestrator, OrchestratorError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -239,11 +239,12 @@ def probe(name: str, *, timeout: float = PROBE_TIMEOUT) -> tuple[Probe, Orchestr
 # --- the persisted choice ---------------------------------------------------------------------
 
 
-def _stored_choice() -> str:
-    """The Setting's value, normalised: "docker", "kubernetes", "auto" or "none"."""
+def _stored_choice(raw: str | None = None) -> str:
+    """The Setting's value (`raw`, when already read), normalised: "docker", "kubernetes",
+    "auto" or "none"."""
     from instances.models import Setting
 
-    raw = Setting.get_str(SETTING_KEY, "").strip().lower()
+    raw = (Setting.get_str(SETTING_KEY, "") if raw is None else raw).strip().lower()
     if raw in (DOCKER, KUBERNETES, NONE):
         return raw
     if raw not in ("", AUTO):
@@ -251,31 +252,66 @@ def _stored_choice() -> str:
     return AUTO
 
 
-#: The Setting holding the Docker host's CPU count, read once from the daemon at detection, so
-#: that forms can refuse a CPU limit above it without calling the daemon in a request.
-CPUS_KEY = "docker_host_cpus"
+#: The Setting holding what the backend lets instances use together (HostCapacity as JSON with
+#: the backend's name), read from it at detection and on every reconcile_all: forms and the
+#: admission of a start read it without calling the backend in a request.
+CAPACITY_KEY = "host_capacity"
 
 
-def _record_capacity(name: str, orchestrator: Orchestrator) -> None:
+def record_capacity(orchestrator: Orchestrator, *, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Read the backend's capacity now and store it; False (the last record kept) when it does
+    not answer. A backend that sets no bound clears the record."""
+    name = orchestrator.backend_name
+    try:
+        found = call_with_timeout(orchestrator.host_capacity, timeout, f"{name} capacity")
+    except Exception as exc:  # noqa: BLE001 - the budget keeps its last numbers meanwhile
+        logger.info("could not read the capacity of %s: %s", name, _describe_error(exc))
+        return False
+    store_capacity(name, found)
+    return True
+
+
+def store_capacity(backend: str, capacity: HostCapacity | None) -> None:
+    """Store what `backend` lets instances use (None: no bound)."""
+    import json
+
     from instances.models import Setting
 
+    value = json.dumps({"backend": backend, **capacity.as_json()}) if capacity else ""
+    if Setting.get_str(CAPACITY_KEY, "") != value:
+        Setting.set(CAPACITY_KEY, value)
+
+
+def recorded_capacity(raw: str | None = None) -> HostCapacity | None:
+    """The capacity last read from the backend in use (`raw`: the Setting's value, if already
+    read); None when unknown or read from another backend."""
+    import json
+
+    from instances.models import Setting
+
+    if raw is None:  # both rows in one query: pages show the budget on every load
+        found = dict(Setting.objects.filter(key__in=[CAPACITY_KEY, SETTING_KEY])
+                     .values_list("key", "value"))
+        raw, backend = found.get(CAPACITY_KEY, ""), _backend_name(found.get(SETTING_KEY, ""))
+    else:
+        backend = current_backend_name()
     try:
-        cpus = call_with_timeout(orchestrator.cpu_capacity, PROBE_TIMEOUT, f"{name} info")
-    except Exception as exc:  # noqa: BLE001 - a bound is a convenience, detection still counts
-        logger.info("could not read the CPU count of %s: %s", name, _describe_error(exc))
-        return
-    if cpus:
-        Setting.set(CPUS_KEY, f"{name}:{cpus}")
+        data = json.loads(raw) if raw else None
+        if not data or data.get("backend") != backend:
+            return None
+        return HostCapacity.from_json(data)
+    except (ValueError, TypeError, AttributeError, ArithmeticError):
+        logger.warning("%s holds an unreadable value; no budget until the next read",
+                       CAPACITY_KEY)
+        return None
 
 
 def host_cpus() -> int | None:
     """The CPU count of the host that runs instances (Docker), as last read; None if unknown."""
-    from instances.models import Setting
-
-    backend, _, count = Setting.get_str(CPUS_KEY, "").partition(":")
-    if backend != current_backend_name() or not count.isdigit():
+    found = recorded_capacity()
+    if found is None or not found.host or "cpu" not in found.per_instance_max:
         return None
-    return int(count)
+    return int(found.per_instance_max["cpu"])
 
 
 def store_choice(value: str) -> None:
@@ -303,7 +339,7 @@ def detect(
         if orchestrator is not None:
             _remember(stored, orchestrator)
             if persist:
-                _record_capacity(stored, orchestrator)
+                record_capacity(orchestrator)
         _remember_name(stored)
         return Detection(stored, "setting", [result], orchestrator=orchestrator)
 
@@ -318,7 +354,7 @@ def detect(
     if found is not None:
         _remember(chosen, found)
         if persist:
-            _record_capacity(chosen, found)
+            record_capacity(found)
     else:
         _note_failure("; ".join(p.line() for p in probes))
     _remember_name(chosen)
@@ -410,10 +446,14 @@ def get_orchestrator(*, detect_if_needed: bool = True, timeout: float = PROBE_TI
 
 def current_backend_name() -> str:
     """"docker", "kubernetes" or "none": the stored or last detected choice. Never probes."""
+    return _backend_name(None)
+
+
+def _backend_name(raw: str | None) -> str:
     forced = getattr(_local, "override", None)
     if forced is not None:
         return forced.backend_name
-    stored = _stored_choice()
+    stored = _stored_choice(raw)
     if stored in BACKENDS:
         return stored
     return _last_name if stored == AUTO else NONE

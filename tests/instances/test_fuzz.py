@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from django.urls import reverse
 
 from instances.models import Activity, Instance, PortAllocation, Setting
 from orchestrators import registry
+from orchestrators.base import HostCapacity
 from tests.html_forms import form_inputs
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +68,8 @@ def admin_client(client, orch):
     client.force_login(user)
     # Docker with a 2-CPU host, as detection records it.
     Setting.set(registry.SETTING_KEY, "docker")
-    Setting.set(registry.CPUS_KEY, "docker:2")
+    registry.store_capacity("docker", HostCapacity(per_instance_max={"cpu": Decimal(2)},
+                                                   host=True))
     return client
 
 

@@ -4,6 +4,7 @@ and the config's secrets shown masked in the admin form."""
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from django.urls import reverse
 from instances import keys, services
 from instances.models import Instance, Setting
 from orchestrators import registry
+from orchestrators.base import HostCapacity
 from tests.html_forms import form_inputs
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +62,8 @@ def test_a_config_nested_too_deep_is_refused_without_recursing():
 
 def test_cpu_limit_above_the_docker_hosts_cpus_is_refused_with_its_count():
     Setting.set(registry.SETTING_KEY, "docker")
-    Setting.set(registry.CPUS_KEY, "docker:2")
+    registry.store_capacity("docker", HostCapacity(per_instance_max={"cpu": Decimal(2)},
+                                                   host=True))
     errors = _errors(cpu_limit="3")
     assert errors["cpu_limit"] == ["3 is more than the Docker host has: 2 CPUs."]
     services.instance_create(display_name="Fits", cpu_limit="2")

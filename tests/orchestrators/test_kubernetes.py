@@ -240,7 +240,7 @@ def test_delete_asks_for_background_propagation(kube_api, orch):
     ("running", Status.RUNNING, "running"),
     ("starting", Status.CREATING, "not ready"),
     ("creating", Status.CREATING, "ContainerCreating"),
-    ("pending", Status.CREATING, "Unschedulable"),
+    ("pending", Status.CREATING, "waiting: the cluster has no node with 1 GiB of memory free"),
     ("crashloop", Status.ERROR, "CrashLoopBackOff"),
     ("image_pull", Status.ERROR, "ImagePullBackOff"),
     ("failed", Status.ERROR, "Evicted"),

@@ -75,8 +75,17 @@ def test_pending_unschedulable_is_creating_with_the_scheduler_reason():
         "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                         "message": "0/3 nodes are available: 3 Insufficient memory."}]}})
     assert observed.status is Status.CREATING
-    assert observed.message == ("Pending: Unschedulable: 0/3 nodes are available: "
-                                "3 Insufficient memory.")
+    assert observed.message == ("waiting: the cluster has no node with the memory it requests "
+                                "free (0/3 nodes are available: 3 Insufficient memory)")
+
+
+def test_pending_unschedulable_for_another_reason_keeps_the_scheduler_words():
+    observed = observe_pod("bot-a", {"metadata": {"name": "p"}, "status": {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 node(s) had untolerated taint."}]}})
+    assert observed.message == ("Pending: Unschedulable: 0/3 nodes are available: 3 node(s) "
+                                "had untolerated taint.")
 
 
 def test_crash_loop_is_error_with_reason_and_exit_code():
