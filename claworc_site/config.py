@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,6 +35,20 @@ def env_float(env, name: str, default: float, *, minimum: float | None = None) -
         raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, got {value:g}")
+    return value
+
+
+def env_overcommit(env, name: str, default: str = "1.0") -> Decimal:
+    """A factor the host's CPUs or memory are multiplied by for the budget: more than 0 (below 1
+    keeps some of the host back for itself), at most 100."""
+    raw = env.str(name, default=default).strip()
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(
+            f"{name} must be a number such as 1.0 or 1.5, got {raw!r}") from None
+    if not value.is_finite() or not Decimal(0) < value <= 100:
+        raise ImproperlyConfigured(f"{name} must be more than 0 and at most 100, got {raw}")
     return value
 
 

@@ -15,6 +15,7 @@ from .config import (
     env_json_list,
     env_labels,
     env_list,
+    env_overcommit,
     node_port_range,
     port_range,
     site_id,
@@ -162,6 +163,12 @@ CLAWORC_MAX_WORKER_LOSSES = env_int(env, "CLAWORC_MAX_WORKER_LOSSES", 3, minimum
 CLAWORC_PULL_TIMEOUT = env_int(env, "CLAWORC_PULL_TIMEOUT", 3600, minimum=10)
 # Instances recreated at a time by "Update image" (the default of its confirmation form).
 CLAWORC_ROLLOUT_BATCH_SIZE = env_int(env, "CLAWORC_ROLLOUT_BATCH_SIZE", 2, minimum=1)
+
+# The capacity budget (docs/capacity.md): a start, create or resize is refused when the sum of
+# CPU requests would exceed the host's CPUs × CLAWORC_CPU_OVERCOMMIT, or the sum of memory
+# limits its memory × CLAWORC_MEMORY_OVERCOMMIT. A Kubernetes ResourceQuota is never stretched.
+CLAWORC_CPU_OVERCOMMIT = env_overcommit(env, "CLAWORC_CPU_OVERCOMMIT")
+CLAWORC_MEMORY_OVERCOMMIT = env_overcommit(env, "CLAWORC_MEMORY_OVERCOMMIT")
 
 # --- Operator pages, usage, /metrics ----------------------------------------------------------
 # Seconds between two polls of the live status endpoint by an open page.

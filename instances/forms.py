@@ -11,7 +11,7 @@ from django import forms
 from django.views.decorators.debug import sensitive_variables
 
 from . import key_services, keys, run_hours
-from .models import Instance
+from .models import Instance, derive_name
 from .validators import parse_config_text
 
 
@@ -204,7 +204,28 @@ class InstanceAdminFormBase(_ApiKeyFieldsMixin, forms.ModelForm):
                 stale_check(pk=self.instance.pk, expected_version=expected)
             except StaleWrite as exc:
                 raise forms.ValidationError(exc.messages) from None
+        self._check_capacity(cleaned)
         return cleaned
+
+    def _check_capacity(self, cleaned: dict) -> None:
+        """A new instance meant to run, or a resize of one, must fit the capacity budget: the
+        refusal, with the numbers, is shown on the field that asks for too much. The budget
+        stays locked until the admin's transaction ends, so the save cannot race past it."""
+        from .services import capacity
+
+        if self.instance.pk and not capacity.RESIZE_FIELDS.intersection(self.changed_data):
+            return
+        values = {f: cleaned.get(f, getattr(self.instance, f)) for f in capacity.RESIZE_FIELDS}
+        if any(f in self.errors or values[f] is None for f in values):
+            return  # the quantity itself is refused already
+        errors = capacity.fit_errors(
+            name=self.instance.name or cleaned.get("name") or derive_name(
+                cleaned.get("display_name") or ""),
+            pk=self.instance.pk,
+            desired_state=cleaned.get("desired_state") or self.instance.desired_state,
+            **values)
+        for field, message in errors.items():
+            self.add_error(field, message)
 
     def save_api_keys(self, *, actor: str, reconcile: bool = True) -> list[str]:
         """Apply the entered overrides (after the instance is saved); the changed names."""

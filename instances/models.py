@@ -3,7 +3,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
@@ -279,7 +279,10 @@ class Instance(models.Model):
             kwargs["update_fields"] = [
                 f.name for f in self._meta.concrete_fields
                 if not f.primary_key and f.name not in self.CONTROL_FIELDS]
-        super().save(*args, **kwargs)
+        # post_save admits the instance to the capacity budget and may refuse it: the insert
+        # or the resize must then be undone with it, from code that did not open a transaction.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
         self._saved_name = self.name
 
     def delete(self, using=None, keep_parents=False):

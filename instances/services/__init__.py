@@ -16,6 +16,8 @@ The control flow (ARCHITECTURE.md, "Desired state, then reconcile"), one module 
   Activity and enqueue a task once the transaction commits; never call an orchestrator.
 - `converge`, `reconcile_all`: worker side. Hold a per-instance lease (`leases`) while talking
   to the backend, and write what was observed.
+- `capacity`: the budget a create, start or resize must fit (docs/capacity.md), checked in the
+  intents' transactions.
 - `ports`: the port pair of an instance. `audit`: who acts, and the Activity records.
 - `liveness`: worker heartbeats, and what /health makes of them with the owed work.
 
@@ -23,6 +25,7 @@ Callers import the package (`from instances import services`); the names below a
 """
 
 from .audit import SYSTEM, acting_as, activity_record, current_actor
+from .capacity import CapacityExceeded
 from .converge import (
     instance_converge,
     instance_observe,
@@ -69,7 +72,8 @@ from .reconcile_all import (
 )
 
 __all__ = [
-    "RECONCILE_ALL_LEASE", "STOP_EXIT_CODES", "SYSTEM", "LeaseBusy", "PortRangeFull", "Queued",
+    "RECONCILE_ALL_LEASE", "STOP_EXIT_CODES", "SYSTEM", "CapacityExceeded", "LeaseBusy",
+    "PortRangeFull", "Queued",
     "ReconcileAllReport", "acting_as", "activity_record", "current_actor", "instance_converge",
     "instance_create", "instance_delete", "instance_lease", "instance_observe",
     "instance_provision", "instance_recreate", "instance_refresh", "instance_restart",

@@ -22,6 +22,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Now
 
 from ..models import CONVERGE_FIELDS, Activity, Instance
+from . import capacity
 from .audit import SYSTEM, acting_as, current_actor
 
 logger = logging.getLogger(__name__)
@@ -143,18 +144,21 @@ def _change(
     *, instance_ids: Iterable[int], verb: str, action: str, actor: str | None,
     changes: dict, check: Check | None = None, message: str = "",
     task: str = "reconcile_instance", messages: Mapping[int, str] | None = None,
+    admit: bool = False,
 ) -> Queued:
     """Lock the rows, check each transition, save `changes`, record, enqueue on commit.
 
     `messages` (by id) replaces `message` in the Activity of those rows (the schedule names each
-    instance's own window)."""
+    instance's own window). `admit`: the change makes stopped instances run; each must fit the
+    capacity budget, in pk order (what fits starts, the rest is skipped with the numbers)."""
     outcome = Queued(verb=verb)
     actor = actor or current_actor()
     with collecting_unsent() as unsent:
         with transaction.atomic():
             rows = list(
                 Instance.objects.select_for_update().filter(pk__in=list(instance_ids))
-                .only("pk", "name", "status", "desired_state").order_by("pk")
+                .only("pk", "name", "status", "desired_state", *capacity.RESIZE_FIELDS)
+                .order_by("pk")
             )
             allowed = []
             for row in rows:
@@ -163,6 +167,10 @@ def _change(
                     outcome.skipped.append((row.name, reason))
                 else:
                     allowed.append(row)
+            if admit and allowed:
+                # After the rows' locks, as every writer takes them: no lock-order deadlock.
+                allowed, refused = capacity.admit_starts(allowed)
+                outcome.skipped += refused
             if not allowed:
                 return outcome
             marks = {"version": F("version") + 1}
@@ -186,10 +194,10 @@ def _change(
 def instance_create(*, display_name: str, name: str = "", actor: str | None = None,
                     **fields) -> Instance:
     """Create and validate an instance; the post_save signal provisions it on commit."""
-    with acting_as(actor or current_actor()):
+    with acting_as(actor or current_actor()), transaction.atomic():
         instance = Instance(display_name=display_name, name=name, **fields)
         instance.full_clean()
-        instance.save()
+        instance.save()  # post_save: instance_provision admits it, or raises CapacityExceeded
     return instance
 
 
@@ -197,8 +205,10 @@ def instance_provision(*, instance: Instance) -> None:
     """A new Instance row exists (admin, shell or code): record it and enqueue its creation.
 
     Its generation (1) is ahead of what was converged (0) from the start, so a lost message
-    costs one reconcile interval, never the instance.
+    costs one reconcile interval, never the instance. One meant to run must fit the capacity
+    budget: CapacityExceeded otherwise (the saving transaction rolls back; nothing is made).
     """
+    capacity.check_fits(instance=instance)
     if instance.desired_state == Instance.DesiredState.STOPPED:
         message = ("Created stopped: nothing is provisioned until it is started (the port pair, "
                    "four volumes, config file and container are made then).")
@@ -261,6 +271,8 @@ def instance_saved(*, instance: Instance) -> Queued:
     The outcome is left on `instance.last_converge` for the caller that saved it.
     """
     changed = instance.changed_spec_fields()
+    if capacity.RESIZE_FIELDS.intersection(changed):
+        capacity.check_fits(instance=instance)  # a resize: the saving transaction rolls back
     instance.remember_saved_spec()
     instance.last_converge = instances_converge_if_changed(instance=instance, changed=changed)
     if not instance.last_converge.queued:
@@ -307,12 +319,15 @@ def _desired(state: str) -> dict:
 
 def instance_start(*, instance_ids: Iterable[int], actor: str | None = None,
                    messages: Mapping[int, str] | None = None) -> Queued:
+    """Make the instances run. Those that do not fit the capacity budget, taken in pk order,
+    are skipped with the numbers (`Queued.skipped`), like any other refusal."""
     return _change(
         instance_ids=instance_ids, verb="start", action="start", actor=actor, messages=messages,
         changes={**BUMP, "desired_state": Value(Instance.DesiredState.RUNNING),
                  **_status_to(Instance.Status.STARTING, "Starting: queued.")},
         check=_refuse_if(Instance.DesiredState.RUNNING, Instance.Status.RUNNING,
                          "already running"),
+        admit=True,
     )
 
 
@@ -334,6 +349,7 @@ def instance_restart(*, instance_ids: Iterable[int], actor: str | None = None) -
         changes={**_desired(Instance.DesiredState.RUNNING),
                  "restart_requested": F("restart_requested") + 1,
                  **_status_to(Instance.Status.RESTARTING, "Restarting: queued.")},
+        admit=True,
     )
 
 
@@ -344,6 +360,7 @@ def instance_recreate(*, instance_ids: Iterable[int], actor: str | None = None) 
         changes={**_desired(Instance.DesiredState.RUNNING),
                  "recreate_requested": F("recreate_requested") + 1,
                  **_status_to(Instance.Status.RECREATING, "Recreating: queued.")},
+        admit=True,
     )
 
 

@@ -76,14 +76,18 @@ def instances_reconcile_all(*, owner: str) -> ReconcileAllReport | None:
     None when another reconcile_all holds the lease. TransientError propagates (the backend is
     unreachable: nothing is written, the next beat tries again).
     """
-    from orchestrators.registry import get_orchestrator
+    from orchestrators.registry import get_orchestrator, record_capacity
 
     if not lease_acquire(name=RECONCILE_ALL_LEASE, owner=owner):
         logger.info("reconcile_all already running elsewhere; skipped")
         return None
     try:
         orch = get_orchestrator()
-        return _reconcile_all_locked(orch)
+        report = _reconcile_all_locked(orch)
+        # The capacity budget follows the host or quota (resized, quota changed) within one
+        # interval; a read that fails keeps the last numbers.
+        record_capacity(orch)
+        return report
     finally:
         lease_release(name=RECONCILE_ALL_LEASE, owner=owner)
 

@@ -296,6 +296,11 @@ class Stack:
             "CLAWORC_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "DEBUG": "false",
             "PYTHONUNBUFFERED": "1",
+            # Stand-ins use next to nothing of the 500m / 4Gi they ask for, and detection records
+            # this machine's few CPUs: a generous budget, so that only the capacity tests (which
+            # size their own) are about it.
+            "CLAWORC_CPU_OVERCOMMIT": "100",
+            "CLAWORC_MEMORY_OVERCOMMIT": "100",
             **(extra_env or {}),
         })
         self.env = env
