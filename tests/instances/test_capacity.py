@@ -399,3 +399,24 @@ def test_a_bad_overcommit_factor_stops_start_up_naming_it(value, fragment):
         capture_output=True, text=True, timeout=300)  # a loaded machine starts Python slowly
     assert done.returncode != 0
     assert fragment in done.stderr
+
+
+def test_a_scheduled_start_that_does_not_fit_is_refused_like_a_manual_one(two_slots):
+    from datetime import UTC, datetime, time, timedelta
+
+    from instances.services.schedules import schedules_apply
+
+    make("a", "running")
+    make("b", "running")
+    Instance.objects.bulk_create([Instance(
+        name="bot-sched", display_name="sched", desired_state="stopped", status="stopped",
+        observed_generation=1, owed_since=None, schedule_days="mon", schedule_start=time(8),
+        schedule_end=time(20), schedule_timezone="UTC")])
+    monday = datetime(2026, 6, 15, 7, 59, tzinfo=UTC)
+    schedules_apply(now=monday)  # the window's first edge is the next one
+    report = schedules_apply(now=monday + timedelta(minutes=2))
+    assert report.started == []
+    assert report.refused == [("bot-sched", f"not enough capacity: {FULL}")]
+    assert desired("sched") == "stopped"
+    assert Activity.objects.get(instance_name="bot-sched", actor="schedule").message.endswith(
+        f"not enough capacity: {FULL}")
