@@ -187,6 +187,9 @@ class Budget:
                 parts.append(f"{_LABELS[key]} {_cores(used)} / {_cores(total)}")
             else:
                 parts.append(f"pods {int(used)} / {int(total)}")
+        if not parts:  # a LimitRange alone: one instance is bounded, not their sum
+            parts = [f"at most {show('limits.' + what, most)} per instance"
+                     for what, most in self.per_instance_max.items()]
         return " · ".join(parts)
 
 

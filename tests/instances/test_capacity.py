@@ -191,6 +191,7 @@ def test_a_limit_range_max_refuses_one_instance_too_big(orch):
     assert refused.value.message_dict == {"cpu_limit": [
         "Not enough capacity for bot-wide: 2 CPU is more than the 1 CPU one instance may "
         "have (LimitRange in namespace claworc). Nothing was changed."]}
+    assert services.capacity.budget().summary() == "at most 1 CPU per instance"
 
 
 def test_a_record_of_another_backend_is_not_used(two_slots):
