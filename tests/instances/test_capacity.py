@@ -421,3 +421,22 @@ def test_a_scheduled_start_that_does_not_fit_is_refused_like_a_manual_one(two_sl
     assert desired("sched") == "stopped"
     assert Activity.objects.get(instance_name="bot-sched", actor="schedule").message.endswith(
         f"not enough capacity: {FULL}")
+
+
+# --- the numbers follow the backend --------------------------------------------------------------
+
+def test_reconcile_all_reads_the_capacity_again_and_a_failed_read_keeps_the_last(two_slots):
+    from orchestrators.base import TransientError
+
+    grown = HostCapacity(totals={"requests.cpu": Decimal(4), "limits.memory": Decimal(16 * GIB)},
+                         per_instance_max={"cpu": Decimal(4)}, host=True, source="docker info")
+    two_slots.host_capacity = lambda: grown  # the host was given more CPUs and memory
+    services.instances_reconcile_all(owner="test")
+    assert services.capacity.budget().summary() == "CPU 0 / 4 · memory 0 / 16 GiB"
+
+    def down():
+        raise TransientError("the daemon did not answer")
+
+    two_slots.host_capacity = down
+    services.instances_reconcile_all(owner="test")
+    assert services.capacity.budget().summary() == "CPU 0 / 4 · memory 0 / 16 GiB"

@@ -97,3 +97,16 @@ def test_a_budget_for_two_refuses_the_third_create_start_and_resize(make_stack, 
     after.reload()
     assert (after.id, after.status) == (before.id, "running")
     assert after.attrs["HostConfig"]["Memory"] == 4 * GIB
+
+
+@pytest.mark.django_db
+def test_detection_records_the_hosts_cpus_and_memory(docker_client, no_cluster):
+    from instances.services import capacity
+    from orchestrators import registry
+
+    assert registry.detect(persist=True).backend == "docker"
+    info = docker_client.info()
+    found = registry.recorded_capacity()
+    assert found.totals == {"requests.cpu": info["NCPU"], "limits.memory": info["MemTotal"]}
+    assert found.host and registry.host_cpus() == info["NCPU"]
+    assert capacity.budget().totals == found.totals  # overcommit 1.0: the host as it is
