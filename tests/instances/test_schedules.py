@@ -356,6 +356,8 @@ def test_the_pages_show_the_schedule_and_why_it_stopped(staff, client, settings)
     detail = client.get(reverse("instances:detail", args=[inst.name])).content.decode()
     assert "Run hours: Mon-Fri 08:00-20:00 Europe/Paris; next: start at" in detail
     assert "stop when idle: yes, after 1800 s" in detail
+    listing = client.get(reverse("instances:list")).content.decode()
+    assert "runs Mon-Fri 08:00-20:00 Europe/Paris" in listing
     # A person starts it: the schedule's reason is no longer shown anywhere.
     services.instance_start(instance_ids=[inst.pk], actor="alice")
     for url in (reverse("instances:list"), reverse("instances:detail", args=[inst.name])):
