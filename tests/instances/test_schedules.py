@@ -424,3 +424,38 @@ def test_two_runs_at_once_apply_an_edge_once():
     schedules_apply(now=MON_0759 + timedelta(minutes=2), owner="this-worker")
     schedules_apply(now=MON_0759 + timedelta(minutes=2), owner="other-worker")
     assert [a[:2] for a in _by_schedule("bot-sched-twice")] == [("start", "queued")]
+
+
+@pytest.mark.django_db
+def test_admission_control_refuses_a_scheduled_start_like_a_manual_one(orch):
+    """The real budget (a 2 CPU / 8 GiB host holds two default instances), no stand-in."""
+    from decimal import Decimal
+
+    from orchestrators import registry
+    from orchestrators.base import HostCapacity
+
+    registry.store_capacity("docker", HostCapacity(
+        totals={"requests.cpu": Decimal(2), "limits.memory": Decimal(8 * 2**30)},
+        per_instance_max={"cpu": Decimal(2)}, host=True, source="docker info"))
+    busy = [_make(f"bot-sched-busy{i}", running=True, schedule_days="") for i in range(2)]
+    inst = _make("bot-sched-full", running=False)
+    schedules_apply(now=MON_0759)
+    for minutes in range(1, 10):
+        report = schedules_apply(now=MON_0759 + timedelta(minutes=minutes))
+    [(name, reason)] = report.refused
+    assert name == "bot-sched-full" and "needs 0.5 CPU / 4 GiB" in reason
+    manual = services.instance_start(instance_ids=[inst.pk], actor="alice")
+    assert manual.skipped == [("bot-sched-full", reason)]  # the same words as a person gets
+    assert _by_schedule("bot-sched-full") == [
+        ("start", "error", "Scheduled start refused (window Mon-Fri 08:00-20:00 UTC opened at "
+                           f"Mon 08:00): {reason}")]
+    inst.refresh_from_db()
+    assert inst.auto_reason == f"Scheduled start at Mon 08:00 refused: {reason}"
+    # A bot is stopped: the next beat finds room and starts it, within its window.
+    services.instance_stop(instance_ids=[busy[0].pk], actor="bob")
+    Instance.objects.filter(pk=busy[0].pk).update(status="stopped")
+    schedules_apply(now=MON_0759 + timedelta(minutes=11))
+    inst.refresh_from_db()
+    assert inst.desired_state == "running"
+    assert [a[:2] for a in _by_schedule("bot-sched-full")] == [("start", "error"),
+                                                              ("start", "queued")]
