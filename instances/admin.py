@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 
 from instances import services
 from instances.services import rollouts
@@ -92,6 +93,14 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
     # As many rows as the status list: rendering a row is most of the page's cost, and 100 made
     # the page at 1,000 instances several times as slow as at 10.
     list_per_page = 50
+
+    def action_checkbox(self, obj):
+        # Django's renders a form widget through the template engine for every row, a fifth of
+        # the page's time at 50 rows; the same markup (a test compares them), built directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME, obj.pk,
+            format_html(gettext("Select this object for an action - {}"), str(obj)))
     readonly_fields = [
         "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
         "created_at", "updated_at", "run_hours_state",
