@@ -38,6 +38,26 @@ def _serialize_port_allocations() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PORTS_LOCK_KEY])
 
 
+def _lowest_free_port(*, instance: Instance, avoid: set[int] = frozenset(),
+                      full: str = "") -> int:
+    """The lowest free Chrome port of the range (call inside the serialized transaction).
+
+    The instance's own pair and the ports in `avoid` do not count as free.
+    """
+    start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
+    used = set(
+        PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
+        .exclude(instance=instance).values_list("port_chrome", flat=True)
+    )
+    port = next(_free_even_ports(start, end, used | set(avoid)), None)
+    if port is None:
+        raise PortRangeFull(
+            f"No free port pair between CLAWORC_PORT_START={start} and "
+            f"CLAWORC_PORT_END={end}{full}; delete an instance or widen the range."
+        )
+    return port
+
+
 def ports_allocate(*, instance: Instance, attempts: int = 20) -> PortAllocation:
     """Give `instance` the lowest free even/odd pair; return its existing pair if it has one.
 
@@ -47,21 +67,11 @@ def ports_allocate(*, instance: Instance, attempts: int = 20) -> PortAllocation:
     existing = PortAllocation.objects.filter(instance=instance).first()
     if existing:
         return existing
-    start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
     for _ in range(attempts):
         try:
             with transaction.atomic():
                 _serialize_port_allocations()
-                used = set(
-                    PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
-                    .values_list("port_chrome", flat=True)
-                )
-                port = next(_free_even_ports(start, end, used), None)
-                if port is None:
-                    raise PortRangeFull(
-                        f"No free port pair between CLAWORC_PORT_START={start} and "
-                        f"CLAWORC_PORT_END={end}; delete an instance or widen the range."
-                    )
+                port = _lowest_free_port(instance=instance)
                 return PortAllocation.objects.create(
                     instance=instance, port_chrome=port, port_terminal=port + 1
                 )
@@ -86,22 +96,13 @@ def ports_move(*, instance: Instance, avoid: set[int], attempts: int = 20) -> Po
     """Give `instance` the lowest free pair whose Chrome port is not in `avoid` (pairs found
     taken outside Claworc), in place of the pair it has: one row, updated in place, so the
     instance never holds two pairs and never none."""
-    start, end = settings.CLAWORC_PORT_START, settings.CLAWORC_PORT_END
     for _ in range(attempts):
         try:
             with transaction.atomic():
                 _serialize_port_allocations()
-                used = set(
-                    PortAllocation.objects.filter(port_chrome__gte=start, port_chrome__lte=end)
-                    .exclude(instance=instance).values_list("port_chrome", flat=True)
-                )
-                port = next(_free_even_ports(start, end, used | set(avoid)), None)
-                if port is None:
-                    raise PortRangeFull(
-                        f"No free port pair between CLAWORC_PORT_START={start} and "
-                        f"CLAWORC_PORT_END={end} that is not taken outside Claworc; free the "
-                        "ports on the host, delete an instance or widen the range."
-                    )
+                port = _lowest_free_port(
+                    instance=instance, avoid=avoid,
+                    full=" that is not taken outside Claworc; free the ports on the host")
                 if not PortAllocation.objects.filter(instance=instance).update(
                         port_chrome=port, port_terminal=port + 1):
                     PortAllocation.objects.create(instance=instance, port_chrome=port,
