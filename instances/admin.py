@@ -102,14 +102,14 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
             helpers.ACTION_CHECKBOX_NAME, obj.pk,
             format_html(gettext("Select this object for an action - {}"), str(obj)))
     readonly_fields = [
-        "status", "status_message", "status_observed_at", "vnc_links", "recent_activity",
+        "status", "status_message", "last_observed", "vnc_links", "recent_activity",
         "created_at", "updated_at", "run_hours_state",
     ]
     inlines = [PortAllocationInline]
     fieldsets = [
         (None, {"fields": ["display_name", "name", "desired_state", "keep_volumes",
                            "expected_version"]}),
-        ("Status", {"fields": ["status", "status_message", "status_observed_at", "vnc_links"]}),
+        ("Status", {"fields": ["status", "status_message", "last_observed", "vnc_links"]}),
         ("Workload", {"fields": ["image", ("cpu_request", "cpu_limit"),
                                  ("memory_request", "memory_limit"), "clawdbot_config"]}),
         ("Volume sizes (Kubernetes)", {"classes": ["collapse"], "fields": [
@@ -218,7 +218,7 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
         image = Coalesce(NullIf("image", Value("")), Value(settings.CLAWORC_AGENT_IMAGE))
         host_digest = ImagePull.objects.filter(image=OuterRef("effective_image_ref"),
                                                state=ImagePull.State.DONE).values("digest")[:1]
-        return super().get_queryset(request).annotate(
+        return super().get_queryset(request).with_sweep().annotate(
             effective_image_ref=image).annotate(host_digest=Subquery(host_digest))
 
     # --- columns and read-only fields -----------------------------------------------------------

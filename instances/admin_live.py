@@ -42,8 +42,8 @@ class InstanceLiveAdminMixin:
             ' title="{4}"{5}>{4}</span>',
             obj.status, obj.name, reverse("instances:live"), obj.get_status_display(),
             obj.status_message, " hidden" if not obj.status_message else "",
-            date_format(localtime(obj.status_observed_at), "DATETIME_FORMAT")
-            if obj.status_observed_at else "never",
+            date_format(localtime(obj.last_observed), "DATETIME_FORMAT")
+            if obj.last_observed else "never",
         )
 
     @admin.display(description="Desired state", ordering="desired_state")

@@ -153,7 +153,8 @@ def instance_list(request):
 @never_cache
 @view_permission_required
 def instance_detail(request, name):
-    instance = get_object_or_404(Instance.objects.select_related("ports", "usage"), name=name)
+    instance = get_object_or_404(Instance.objects.select_related("ports", "usage")
+                                 .with_sweep(), name=name)
     backend = registry.current_backend_name()
     log_tail, log_error = _log_tail(instance.name)
     # Only while it is not running: that is when the cluster's pulling may be the reason.

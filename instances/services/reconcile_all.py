@@ -24,7 +24,7 @@ from orchestrators.base import (
 )
 from orchestrators.base import Status as ObservedStatus
 
-from ..models import Activity, Instance, OrphanWorkload, Setting
+from ..models import SWEPT_SETTING, Activity, Instance, OrphanWorkload, Setting, sweep_format
 from .audit import SYSTEM
 from .converge import _observed_fields, troubleshooting_message
 from .intents import _enqueue
@@ -368,7 +368,7 @@ def _running_wanted(orch, row, obs, now, timeout, report, note, tails):
 
 
 def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> None:
-    """Write changed statuses in one statement and bump everyone's observed time in another.
+    """Write changed statuses in one statement and record that every row read was observed.
 
     A row written by a worker since `started` is newer than what we saw: left alone.
     """
@@ -392,11 +392,11 @@ def _statuses_write_bulk(rows, updates, *, started: datetime, now: datetime) -> 
                 batch_size=500,
             )
         if rows:
-            # Every row read (none created since: their pk is higher), by range rather than a
-            # list of a thousand ids.
-            last = max(before)
-            (Instance.objects.filter(untouched, pk__lte=last).exclude(pk__in=list(updates))
-             .update(status_observed_at=now))
+            # Every row read was observed now (none created since: their pk is higher), told
+            # with one record instead of a write to each row (Instance.last_observed).
+            swept = sweep_format(through_pk=max(before), at=now)
+            if not Setting.objects.filter(key=SWEPT_SETTING).update(value=swept):
+                Setting.objects.create(key=SWEPT_SETTING, value=swept)
 
 
 def _volumes_if_due(orch: Orchestrator) -> dict[str, list[str]] | None:

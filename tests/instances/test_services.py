@@ -402,6 +402,46 @@ def test_reconcile_all_query_count_does_not_grow_with_instances(
     assert Instance.objects.filter(status="running").count() == 155
 
 
+def test_reconcile_all_writes_no_unchanged_row_and_every_page_says_when_it_was_seen(
+        orch, client, staff, django_assert_max_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    objs = Instance.objects.bulk_create(
+        Instance(display_name=f"s{i}", name=f"bot-t4-s{i}", status="running",
+                 observed_generation=1, owed_since=None) for i in range(20))
+    for inst in objs:
+        _running(orch, inst)
+    long_ago = timezone.now() - timedelta(hours=3)
+    Instance.objects.update(status_observed_at=long_ago)
+    with CaptureQueriesContext(connection) as sweep:
+        report = services.instances_reconcile_all(owner="beat")
+    assert report.status_changes == 0
+    writes = [q["sql"] for q in sweep.captured_queries
+              if q["sql"].startswith('UPDATE "instances_instance" ')]
+    assert writes == []  # 20 unchanged rows: nothing written to them
+    assert set(Instance.objects.values_list("status_observed_at", flat=True)) == {long_ago}
+
+    seen = Instance.objects.with_sweep().get(pk=objs[0].pk).last_observed
+    assert timezone.now() - seen < timedelta(minutes=1)
+    # A row added after the sweep was not seen by it; a row a worker wrote since keeps its own.
+    later = _make("bot-t4-later", status="creating")
+    assert Instance.objects.with_sweep().get(pk=later.pk).last_observed is None
+    own = timezone.now() + timedelta(seconds=5)
+    Instance.objects.filter(pk=objs[1].pk).update(status_observed_at=own)
+    assert Instance.objects.with_sweep().get(pk=objs[1].pk).last_observed == own
+
+    # What people read: the status page, the admin list's tooltip, the admin change page.
+    detail = client.get(reverse("instances:detail", args=[objs[0].name])).content.decode()
+    assert "observed 0\xa0minutes ago" in detail
+    with django_assert_max_num_queries(12):
+        listing = client.get(reverse("admin:instances_instance_changelist")).content.decode()
+    assert listing.count('title="Last observed: never"') == 1  # bot-t4-later alone
+    change = client.get(reverse("admin:instances_instance_change", args=[objs[0].pk]))
+    assert "Last observed" in change.content.decode() and change.status_code == 200
+
+
 def test_reconcile_all_query_count_does_not_grow_with_orphans(
         orch, django_assert_max_num_queries):
     from orchestrators.base import InstanceSpec
