@@ -212,6 +212,8 @@ def test_the_role_is_least_privilege():
           for v in ("get", "create", "patch", "delete")),
         ("", "pods", "list"), ("", "pods/log", "get"), ("", "events", "list"),
         ("", "namespaces", "get"), ("metrics.k8s.io", "pods", "list"),
+        # The capacity budget: the namespace's quotas and per-container limits.
+        ("", "resourcequotas", "list"), ("", "limitranges", "list"),
     }
     [namespace_rule] = [r for r in role["rules"] if r["resources"] == ["namespaces"]]
     assert namespace_rule["resourceNames"] == [role["metadata"]["namespace"]]
