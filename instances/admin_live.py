@@ -35,6 +35,7 @@ class InstanceLiveAdminMixin:
 
     @admin.display(description="Status", ordering="status")
     def live_status(self, obj):
+        observed = obj.last_observed
         return format_html(
             '<span class="status claworc-badge status-{0}" data-live-name="{1}" '
             'data-live-field="status" data-live-url="{2}" title="Last observed: {6}">{3}</span>'
@@ -42,8 +43,7 @@ class InstanceLiveAdminMixin:
             ' title="{4}"{5}>{4}</span>',
             obj.status, obj.name, reverse("instances:live"), obj.get_status_display(),
             obj.status_message, " hidden" if not obj.status_message else "",
-            date_format(localtime(obj.last_observed), "DATETIME_FORMAT")
-            if obj.last_observed else "never",
+            date_format(localtime(observed), "DATETIME_FORMAT") if observed else "never",
         )
 
     @admin.display(description="Desired state", ordering="desired_state")
