@@ -11,7 +11,6 @@ from django.contrib.admin import helpers
 from django.db.models import Count, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.http import HttpResponseRedirect
-from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -21,7 +20,7 @@ from instances import services
 from instances.services import rollouts
 from orchestrators import registry
 
-from . import admin_keys, housekeeping, keys  # noqa: F401  admin_keys: the global keys page
+from . import admin_keys, housekeeping, keys, markup  # noqa: F401  admin_keys: the global keys page
 from .admin_keys import InstanceApiKeysAdminMixin
 from .admin_live import LIVE_COLUMNS, InstanceLiveAdminMixin
 from .controls import vnc_links
@@ -240,7 +239,7 @@ class InstanceAdmin(NulSafeChangelistMixin, InstanceLiveAdminMixin, InstanceApiK
         from desktops.selectors import access_description
 
         # Shown only while it runs (they would not answer otherwise); live.js shows them later.
-        links = render_to_string("instances/_vnc.html", {"instance": obj, "links": vnc_links(obj)})
+        links = markup.vnc(obj, vnc_links(obj))
         return format_html('{0}<br><span class="help">{1}</span>', links, access_description())
 
     @admin.display(description="Schedule now")
