@@ -186,3 +186,78 @@ def admin_usage(instance) -> SafeString:
 
     return mark_safe(f'<span data-live-name="{_e(instance.name)}" data-live-field="usage">'
                      f'{_e(usage_text(instance) or "—")}</span>')
+
+
+# The admin changelist's rows (templatetags/claworc_admin_list.py): the markup of Django's
+# items_for_result() for a list_display of admin methods, with what is the same for every row
+# worked out once a page.
+
+def admin_rows_supported(cl) -> bool:
+    """Whether every column is an admin method (or the checkbox) admin_row() can build."""
+    from django.core.exceptions import FieldDoesNotExist
+
+    for name in cl.list_display:
+        if not isinstance(name, str) or not callable(getattr(cl.model_admin, name, None)):
+            return False
+        try:
+            cl.lookup_opts.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        return False  # a model field: Django formats those by type
+    return True
+
+
+def admin_cells(cl) -> dict:
+    from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+
+    admin_site = cl.model_admin.admin_site
+    empty = cl.model_admin.get_empty_value_display()
+    links = cl.list_display_links
+    columns, first = [], True
+    for name in cl.list_display:
+        method = getattr(cl.model_admin, name)
+        if links is None:
+            link = False
+        else:
+            link = (first and not links) or name in links
+        tag = "th" if link and first else "td"
+        if link:
+            first = False
+        css = "action-checkbox" if name == "action_checkbox" else f"field-{name}"
+        columns.append((method, tag, css, link, getattr(method, "empty_value_display", empty),
+                        getattr(method, "boolean", False)))
+    change = reverse(f"admin:{cl.opts.app_label}_{cl.opts.model_name}_change",
+                     args=[_PLACEHOLDER], current_app=admin_site.name)
+    change = add_preserved_filters(
+        {"preserved_filters": cl.preserved_filters, "opts": cl.opts}, change)
+    head, _, tail = change.partition(_PLACEHOLDER)
+    return {"columns": columns, "url": (_e(head), _e(tail)), "popup": cl.is_popup,
+            "pk": cl.lookup_opts.pk.attname, "to_field": str(cl.to_field) if cl.to_field else ""}
+
+
+def admin_row(cells: dict, obj) -> SafeString:
+    """One changelist row's cells, as items_for_result() writes them."""
+    import datetime
+
+    from django.contrib.admin.utils import display_for_value, quote
+
+    out = []
+    for method, tag, css, link, empty, boolean in cells["columns"]:
+        value = method(obj)
+        nowrap = ""
+        if isinstance(value, str):
+            shown = value if value.strip() else empty
+        else:
+            shown = display_for_value(value, empty, boolean)
+            if isinstance(value, (datetime.date, datetime.time)):
+                nowrap = " nowrap"
+        shown = shown if hasattr(shown, "__html__") else _e(shown)
+        if link:
+            url = f"{cells['url'][0]}{_e(quote(getattr(obj, cells['pk'])))}{cells['url'][1]}"
+            opener = ""
+            if cells["popup"]:
+                value = obj.serializable_value(cells["to_field"] or cells["pk"])
+                opener = f' data-popup-opener="{_e(value)}"'
+            shown = f'<a href="{url}"{opener}>{shown}</a>'
+        out.append(f'<{tag} class="{css}{nowrap}">{shown}</{tag}>')
+    return mark_safe("".join(out))

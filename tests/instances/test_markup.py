@@ -115,3 +115,29 @@ def test_row_urls_are_what_reverse_gives_under_a_script_prefix():
         set_script_prefix("/")
     with pytest.raises(NoReverseMatch):  # not a slug: the URLconf's answer, as reverse() gives
         markup._url("instances:detail", "not a slug")
+
+
+@pytest.mark.parametrize("query", [
+    "", "?status__exact=running", "?q=bot&o=-2.3", "?_popup=1", "?_popup=1&_to_field=id",
+    "?p=2", "?desired_state__exact=running&status__exact=error",
+])
+def test_changelist_rows_are_djangos_own_markup(client, root, monkeypatch, query):
+    """The changelist's rows are built by markup.admin_row(); Django's items_for_result(), which
+    it replaces, must give the same page: links with the preserved filters, popups, hostile
+    values, empty ones."""
+    _fleet("cl", 60, 40000)
+    odd = Instance.objects.create(name="bot-odd", display_name=HOSTILE, status="error",
+                                  status_message=HOSTILE)
+    Instance.objects.filter(pk=odd.pk).update(image=" ")  # blank: what Django shows as empty
+    url = reverse("admin:instances_instance_changelist") + query
+
+    def results():
+        page = client.get(url).content.decode()
+        start = page.index('<div class="results">')
+        return page[start:page.index("</table>", start)]
+
+    ours = results()
+    monkeypatch.setattr(markup, "admin_rows_supported", lambda cl: False)
+    djangos = results()
+    assert ours.count("<tr>") >= 2  # the header and at least one row
+    assert ours == djangos
