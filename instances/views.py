@@ -34,6 +34,7 @@ from . import keys, services
 from .keys import mask_secrets
 from .models import Instance
 from .run_hours import schedule_summary
+from .services import capacity
 from .usage import usage_display, volume_text
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def status_summary() -> tuple[int, list[tuple[str, int, str]]]:
 @view_permission_required
 def instance_list(request):
     """One page of instances (PAGE_SIZE rows), searchable and filterable: the same cost at any
-    fleet size. Queries: the summary aggregate, the filtered count, the page."""
+    fleet size. Queries: the summary aggregate, the filtered count, the page, the backend and
+    its budget (one query for both Settings)."""
     total, summary = status_summary()
     filters = ListFilter(request.GET)
     # The workload's config and keys are not shown here: not read, nor copied per row.
@@ -135,6 +137,7 @@ def instance_list(request):
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     keep = request.GET.copy()
     keep.pop("page", None)
+    backend, recorded = registry.backend_and_capacity()
     return render(request, "instances/list.html", {
         "instances": page.object_list,
         "page": page,
@@ -143,7 +146,8 @@ def instance_list(request):
         "filtered": filters.is_valid() and any(filters.cleaned_data.values()),
         "total": total,
         "summary": summary,
-        "backend": registry.current_backend_name(),
+        "backend": backend,
+        "budget": capacity.budget(recorded=recorded),
         "refresh": REFRESH_SECONDS,
         "liveness": services.liveness(),
         "now": timezone.now(),

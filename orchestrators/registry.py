@@ -285,16 +285,25 @@ def store_capacity(backend: str, capacity: HostCapacity | None) -> None:
 def recorded_capacity(raw: str | None = None) -> HostCapacity | None:
     """The capacity last read from the backend in use (`raw`: the Setting's value, if already
     read); None when unknown or read from another backend."""
-    import json
+    if raw is None:
+        return backend_and_capacity()[1]
+    return _capacity_of(raw, current_backend_name())
 
+
+def backend_and_capacity() -> tuple[str, HostCapacity | None]:
+    """current_backend_name() and recorded_capacity(), both rows read in one query: pages show
+    the backend and the budget on every load."""
     from instances.models import Setting
 
-    if raw is None:  # both rows in one query: pages show the budget on every load
-        found = dict(Setting.objects.filter(key__in=[CAPACITY_KEY, SETTING_KEY])
-                     .values_list("key", "value"))
-        raw, backend = found.get(CAPACITY_KEY, ""), _backend_name(found.get(SETTING_KEY, ""))
-    else:
-        backend = current_backend_name()
+    found = dict(Setting.objects.filter(key__in=[CAPACITY_KEY, SETTING_KEY])
+                 .values_list("key", "value"))
+    backend = _backend_name(found.get(SETTING_KEY, ""))
+    return backend, _capacity_of(found.get(CAPACITY_KEY, ""), backend)
+
+
+def _capacity_of(raw: str, backend: str) -> HostCapacity | None:
+    import json
+
     try:
         data = json.loads(raw) if raw else None
         if not data or data.get("backend") != backend:

@@ -222,10 +222,15 @@ def _budget_from(capacity: HostCapacity | None, *, exclude_pk: int | None) -> Bu
                   source=capacity.source)
 
 
-def budget(*, exclude_pk: int | None = None) -> Budget | None:
+_UNREAD = object()
+
+
+def budget(*, exclude_pk: int | None = None, recorded=_UNREAD) -> Budget | None:
     """The budget and what is held of it now; None when the backend sets no bound (or was never
-    read). Two queries."""
-    return _budget_from(registry.recorded_capacity(), exclude_pk=exclude_pk)
+    read). Two queries; one when `recorded` (registry.recorded_capacity()) was read already."""
+    if recorded is _UNREAD:
+        recorded = registry.recorded_capacity()
+    return _budget_from(recorded, exclude_pk=exclude_pk)
 
 
 def locked_budget(*, exclude_pk: int | None = None) -> Budget | None:
