@@ -331,15 +331,47 @@ def instance_start(*, instance_ids: Iterable[int], actor: str | None = None,
     )
 
 
+ALREADY_STOPPED = "already stopped"
+
+
 def instance_stop(*, instance_ids: Iterable[int], actor: str | None = None,
                   messages: Mapping[int, str] | None = None) -> Queued:
-    return _change(
+    outcome = _change(
         instance_ids=instance_ids, verb="stop", action="stop", actor=actor, messages=messages,
         changes={**BUMP, "desired_state": Value(Instance.DesiredState.STOPPED),
                  **_status_to(Instance.Status.STOPPING, "Stopping: queued.")},
         check=_refuse_if(Instance.DesiredState.STOPPED, Instance.Status.STOPPED,
-                         "already stopped"),
+                         ALREADY_STOPPED),
     )
+    _end_refused_scheduled_starts(outcome, actor or current_actor())
+    return outcome
+
+
+def _end_refused_scheduled_starts(outcome: Queued, actor: str) -> None:
+    """A Stop of a stopped bot changes nothing, its version included, and a scheduled start
+    that admission refused is tried again on each beat while the version stands
+    (services/schedules.py). Such a Stop still says "keep it stopped": it ends those retries,
+    and the refusal is no longer shown."""
+    from .schedules import REFUSED
+
+    names = [name for name, reason in outcome.skipped if reason == ALREADY_STOPPED]
+    if not names:
+        return
+    with transaction.atomic():
+        rows = list(Instance.objects.select_for_update()
+                    .filter(name__in=names, auto_kind=REFUSED, auto_version=F("version"))
+                    .only("pk", "name"))
+        if not rows:
+            return
+        Instance.objects.filter(pk__in=[r.pk for r in rows]).update(auto_kind="", auto_note="")
+        text = "Already stopped; its refused scheduled start is no longer tried in this window."
+        Activity.objects.bulk_create(
+            Activity(instance_id=r.pk, instance_name=r.name, action="stop", actor=actor,
+                     result=Activity.Result.INFO, message=text) for r in rows)
+    ended = {r.name for r in rows}
+    outcome.skipped = [
+        (name, f"{reason}; its refused scheduled start is no longer tried" if name in ended
+         else reason) for name, reason in outcome.skipped]
 
 
 def instance_restart(*, instance_ids: Iterable[int], actor: str | None = None) -> Queued:

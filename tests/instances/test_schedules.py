@@ -281,7 +281,7 @@ def test_a_refused_start_is_not_retried_once_a_person_acted(admission):
     schedules_apply(now=MON_0759)
     admission["bot-sched-f"] = "no room"
     schedules_apply(now=MON_0759 + timedelta(minutes=1))
-    # A person decides (here: an edit of the row; a Stop of a stopped bot changes nothing).
+    # A person decides (here: an edit of the row).
     Instance.objects.filter(pk=inst.pk).update(version=inst.version + 5)
     del admission["bot-sched-f"]
     schedules_apply(now=MON_0759 + timedelta(minutes=2))
@@ -292,6 +292,36 @@ def test_a_refused_start_is_not_retried_once_a_person_acted(admission):
     schedules_apply(now=MON_0759 + timedelta(hours=13))
     inst.refresh_from_db()
     assert inst.auto_kind == ""
+
+
+@pytest.mark.django_db
+def test_a_stop_of_the_stopped_bot_ends_the_retries_of_its_refused_start(admission):
+    """The person's Stop changes nothing on a stopped bot, its version included: the refused
+    scheduled start used to be tried again and started the bot once room freed up."""
+    inst = _make("bot-sched-g", running=False)
+    other = _make("bot-sched-h", running=False)
+    schedules_apply(now=MON_0759)
+    admission["bot-sched-g"] = admission["bot-sched-h"] = "no room"
+    schedules_apply(now=MON_0759 + timedelta(minutes=1))
+
+    outcome = services.instance_stop(instance_ids=[inst.pk], actor="ops")
+    assert outcome.queued == []
+    assert outcome.skipped == [
+        ("bot-sched-g", "already stopped; its refused scheduled start is no longer tried")]
+    inst.refresh_from_db()
+    assert inst.auto_reason == ""
+    assert Activity.objects.filter(instance_name="bot-sched-g", actor="ops").get().message == (
+        "Already stopped; its refused scheduled start is no longer tried in this window.")
+
+    admission.clear()  # room frees up: only the bot nobody stopped starts
+    schedules_apply(now=MON_0759 + timedelta(minutes=2))
+    inst.refresh_from_db()
+    other.refresh_from_db()
+    assert (inst.desired_state, other.desired_state) == ("stopped", "running")
+    # A second Stop has nothing left to end: just "already stopped", nothing recorded.
+    assert services.instance_stop(instance_ids=[inst.pk], actor="ops").skipped == [
+        ("bot-sched-g", "already stopped")]
+    assert Activity.objects.filter(instance_name="bot-sched-g", actor="ops").count() == 1
 
 
 @pytest.mark.django_db
