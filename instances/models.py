@@ -509,7 +509,10 @@ class Setting(models.Model):
     def set(cls, key: str, value) -> None:
         if isinstance(value, bool):
             value = "true" if value else "false"
-        cls.objects.update_or_create(key=key, defaults={"value": str(value)})
+        # One UPDATE for a key that exists (the beat writes a few at each run); update_or_create
+        # (a savepoint, a locked read and an insert) only the first time.
+        if not cls.objects.filter(key=key).update(value=str(value), updated_at=timezone.now()):
+            cls.objects.update_or_create(key=key, defaults={"value": str(value)})
 
 
 class Activity(models.Model):

@@ -253,8 +253,9 @@ def _stored_choice(raw: str | None = None) -> str:
 
 
 #: The Setting holding what the backend lets instances use together (HostCapacity as JSON with
-#: the backend's name), read from it at detection and on every reconcile_all: forms and the
-#: admission of a start read it without calling the backend in a request.
+#: the backend's name and when it was read), read from it at detection and by reconcile_all
+#: when due: forms and the admission of a start read it without calling the backend in a
+#: request.
 CAPACITY_KEY = "host_capacity"
 
 
@@ -272,14 +273,35 @@ def record_capacity(orchestrator: Orchestrator, *, timeout: float = PROBE_TIMEOU
 
 
 def store_capacity(backend: str, capacity: HostCapacity | None) -> None:
-    """Store what `backend` lets instances use (None: no bound)."""
+    """Store what `backend` lets instances use (None: no bound), and when it was read."""
     import json
+
+    from django.utils import timezone
 
     from instances.models import Setting
 
-    value = json.dumps({"backend": backend, **capacity.as_json()}) if capacity else ""
-    if Setting.get_str(CAPACITY_KEY, "") != value:
-        Setting.set(CAPACITY_KEY, value)
+    Setting.set(CAPACITY_KEY, json.dumps({
+        "backend": backend, **(capacity.as_json() if capacity else {}),
+        "read_at": timezone.now().isoformat()}))
+
+
+def capacity_read_due(backend: str, every: float) -> bool:
+    """Whether `backend`'s capacity was last read more than `every` seconds ago (or never)."""
+    import json
+
+    from django.utils import timezone
+    from django.utils.dateparse import parse_datetime
+
+    from instances.models import Setting
+
+    try:
+        data = json.loads(Setting.get_str(CAPACITY_KEY, "") or "{}")
+        read_at = parse_datetime(data.get("read_at") or "")
+    except (ValueError, TypeError, AttributeError):
+        return True
+    if data.get("backend") != backend or read_at is None:
+        return True
+    return (timezone.now() - read_at).total_seconds() >= every
 
 
 def recorded_capacity(raw: str | None = None) -> HostCapacity | None:

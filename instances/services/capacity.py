@@ -1,7 +1,7 @@
 """The capacity budget: what the backend lets instances use together, what they hold, and whether
 one more fits (docs/capacity.md).
 
-What the backend has is read from it by a worker (at detection and on every reconcile_all) and
+What the backend has is read from it by a worker (at detection and by reconcile_all when due) and
 kept in the `host_capacity` Setting (orchestrators.registry.record_capacity); the web side only
 reads that row. What instances hold is summed from their rows: every instance whose desired
 state is running counts (a starting one too, an `error` one too: it is meant to run), except

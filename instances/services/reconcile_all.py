@@ -47,6 +47,10 @@ VOLUMES_ONLY = "volumes only"
 #: deletes are what leaves volumes without their instance (besides people, whom the periodic
 #: list catches). A list at every beat cost as much as the container list itself.
 VOLUMES_EVERY = 10
+#: The host's CPUs and memory, or the namespace's quota, are read again once the last read is
+#: CAPACITY_EVERY intervals old: they rarely change, and a `docker info` at every beat cost
+#: about 25 ms at 1,000 instances (docs/capacity.md).
+CAPACITY_EVERY = 10
 _VOLUMES_LISTED_AT = "reconcile_all.volumes_listed_at:"  # + backend; a Setting
 
 
@@ -76,7 +80,7 @@ def instances_reconcile_all(*, owner: str) -> ReconcileAllReport | None:
     None when another reconcile_all holds the lease. TransientError propagates (the backend is
     unreachable: nothing is written, the next beat tries again).
     """
-    from orchestrators.registry import get_orchestrator, record_capacity
+    from orchestrators.registry import capacity_read_due, get_orchestrator, record_capacity
 
     if not lease_acquire(name=RECONCILE_ALL_LEASE, owner=owner):
         logger.info("reconcile_all already running elsewhere; skipped")
@@ -84,9 +88,12 @@ def instances_reconcile_all(*, owner: str) -> ReconcileAllReport | None:
     try:
         orch = get_orchestrator()
         report = _reconcile_all_locked(orch)
-        # The capacity budget follows the host or quota (resized, quota changed) within one
-        # interval; a read that fails keeps the last numbers.
-        record_capacity(orch)
+        # The capacity budget follows the host or quota (resized, quota changed) within
+        # CAPACITY_EVERY intervals; a read that fails keeps the last numbers and is tried
+        # again at the next beat.
+        every = CAPACITY_EVERY * settings.CLAWORC_RECONCILE_INTERVAL
+        if capacity_read_due(orch.backend_name, every):
+            record_capacity(orch)
         return report
     finally:
         lease_release(name=RECONCILE_ALL_LEASE, owner=owner)

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from instances import services
 from instances.models import Activity, Instance
@@ -291,6 +293,7 @@ def test_the_record_is_json_a_person_can_read(two_slots):
     from instances.models import Setting
 
     stored = json.loads(Setting.get_str(registry.CAPACITY_KEY))
+    assert timezone.now() - datetime.fromisoformat(stored.pop("read_at")) < timedelta(minutes=1)
     assert stored == {"backend": "docker", "totals": {"requests.cpu": "2",
                                                       "limits.memory": str(8 * GIB)},
                       "others": {}, "per_instance_max": {"cpu": "2"}, "host": True,
@@ -425,18 +428,45 @@ def test_a_scheduled_start_that_does_not_fit_is_refused_like_a_manual_one(two_sl
 
 # --- the numbers follow the backend --------------------------------------------------------------
 
-def test_reconcile_all_reads_the_capacity_again_and_a_failed_read_keeps_the_last(two_slots):
+def _record_aged(seconds):
+    from instances.models import Setting
+
+    stored = json.loads(Setting.get_str(registry.CAPACITY_KEY))
+    read_at = datetime.fromisoformat(stored["read_at"]) - timedelta(seconds=seconds)
+    Setting.set(registry.CAPACITY_KEY, json.dumps({**stored, "read_at": read_at.isoformat()}))
+
+
+def test_reconcile_all_reads_the_capacity_again_when_due_and_a_failed_read_keeps_the_last(
+        two_slots, settings):
+    from instances.services.reconcile_all import CAPACITY_EVERY
     from orchestrators.base import TransientError
 
+    reads = []
     grown = HostCapacity(totals={"requests.cpu": Decimal(4), "limits.memory": Decimal(16 * GIB)},
                          per_instance_max={"cpu": Decimal(4)}, host=True, source="docker info")
-    two_slots.host_capacity = lambda: grown  # the host was given more CPUs and memory
+
+    def read():
+        reads.append(1)
+        return grown
+
+    two_slots.host_capacity = read  # the host was given more CPUs and memory
+    every = CAPACITY_EVERY * settings.CLAWORC_RECONCILE_INTERVAL
+    _record_aged(every - 60)  # read at detection, not long ago: not read at this beat
     services.instances_reconcile_all(owner="test")
+    assert reads == []
+    assert services.capacity.budget().summary() == "CPU 0 / 2 · memory 0 / 8 GiB"
+    _record_aged(60)  # CAPACITY_EVERY intervals since the read: read again
+    services.instances_reconcile_all(owner="test")
+    assert reads == [1]
     assert services.capacity.budget().summary() == "CPU 0 / 4 · memory 0 / 16 GiB"
+    services.instances_reconcile_all(owner="test")
+    assert reads == [1]
 
     def down():
         raise TransientError("the daemon did not answer")
 
     two_slots.host_capacity = down
+    _record_aged(every)
     services.instances_reconcile_all(owner="test")
     assert services.capacity.budget().summary() == "CPU 0 / 4 · memory 0 / 16 GiB"
+    assert registry.capacity_read_due("docker", every)  # tried again at the next beat
