@@ -214,19 +214,22 @@ def test_dashboard_in_docker_creates_a_sibling_bot_that_sees_its_config(
         "services.instance_delete(instance_ids=[pk], keep_volumes=False)\n"
     ))
 
+    def left():
+        return {v.name for v in docker_client.volumes.list(
+            filters={"name": f"claworc-{names['bot']}-"})}
+
     def gone():
+        # The volumes go after the container, so both are waited on.
         try:
             docker_client.containers.get(names["bot"])
             return False
         except docker.errors.NotFound:
-            return True
+            return not left()
 
-    _wait_for(gone, 60, "the bot container was not removed")
+    _wait_for(gone, 60, "the bot container and its volumes were not removed")
     # Nothing in the dashboard tried to write where its unprivileged user may not.
     assert "Permission denied" not in dashboard.logs().decode()
-    left = {v.name for v in docker_client.volumes.list(
-        filters={"name": f"claworc-{names['bot']}-"})}
-    assert left == set()
+    assert left() == set()
 
 
 def test_refuses_to_start_when_the_config_dir_is_not_shared(

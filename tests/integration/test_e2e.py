@@ -60,8 +60,9 @@ def test_admin_add_stop_delete(make_stack, docker_client, broker):
 
     said = admin.action("delete_with_volumes", [row["id"]], confirm="yes")
     assert f"Queued deletion of 1 instance: {name}." in said
-    wait_for("nothing left", lambda: docker_objects(docker_client, name) == ([], []), timeout=30)
-    assert stack.db.instance(name) is None
+    # The row goes last, after the container and the volumes: wait for the whole end state.
+    wait_for("nothing left", lambda: docker_objects(docker_client, name) == ([], [])
+             and stack.db.instance(name) is None, timeout=30)
     assert stack.db.rows("SELECT COUNT(*) FROM instances_portallocation") == [(0,)]
     assert not (stack.config_dir / name).exists()
     actions = [(a, r) for a, r, _, _ in stack.db.activities(name)]
