@@ -58,10 +58,18 @@ _STATUS_LABELS = {value: _e(label) for value, label in Instance.Status.choices}
 _DESIRED_LABELS = {value: _e(label) for value, label in Instance.DesiredState.choices}
 
 
+def _status_label(instance) -> str:
+    return _STATUS_LABELS.get(instance.status) or _e(instance.status)
+
+
+def _desired_label(instance) -> str:
+    return _DESIRED_LABELS.get(instance.desired_state) or _e(instance.desired_state)
+
+
 def _badge(instance, name: str) -> str:
     return (f'<span class="status claworc-badge status-{_e(instance.status)}" '
             f'data-live-name="{name}" data-live-field="status">'
-            f'{_STATUS_LABELS.get(instance.status) or _e(instance.status)}</span>')
+            f'{_status_label(instance)}</span>')
 
 
 def status_badge(instance) -> SafeString:
@@ -137,7 +145,7 @@ def list_row(instance, *, links: list[dict[str, str]], buttons: str, now) -> Saf
         f'<span class="message claworc-status-message" data-live-name="{name}" '
         f'data-live-field="message"{"" if message else " hidden"}>{_e(message)}</span></td>'
         f'<td data-label="Desired"><span data-live-name="{name}" data-live-field="desired">'
-        f'{_DESIRED_LABELS.get(instance.desired_state) or _e(instance.desired_state)}</span>'
+        f'{_desired_label(instance)}</span>'
         + (f'<br><span class="muted run-hours" title="Run hours">runs {_e(schedule)}</span>'
            if schedule else "")
         + (f'<br><span class="muted auto-reason">{_e(auto_reason)}</span>' if auto_reason else "")
@@ -167,7 +175,7 @@ def admin_status(instance, observed: str) -> SafeString:
         f'<span class="status claworc-badge status-{_e(instance.status)}" '
         f'data-live-name="{name}" data-live-field="status" data-live-url="{_url("instances:live")}"'
         f' title="Last observed: {_e(observed)}">'
-        f'{_STATUS_LABELS.get(instance.status) or _e(instance.status)}</span>'
+        f'{_status_label(instance)}</span>'
         f'<span class="claworc-status-message" data-live-name="{name}" data-live-field="message"'
         f' title="{message}"{"" if message else " hidden"}>{message}</span>')
 
@@ -177,7 +185,7 @@ def admin_desired(instance) -> SafeString:
     auto_reason = instance.auto_reason
     return mark_safe(
         f'<span data-live-name="{_e(instance.name)}" data-live-field="desired">'
-        f'{_DESIRED_LABELS.get(instance.desired_state) or _e(instance.desired_state)}</span>'
+        f'{_desired_label(instance)}</span>'
         + (f'<br><span class="quiet auto-reason">{_e(auto_reason)}</span>' if auto_reason else ""))
 
 

@@ -17,24 +17,39 @@ def instance_status(instance):
     return markup.status_badge(instance)
 
 
+def _page(context) -> tuple:
+    """(user, may control, this page's URL, CSRF token): the same for every row of a page, so
+    worked out once per template render (render_context lives as long as that render)."""
+    page = context.render_context.get(_PAGE)
+    if page is None:
+        request = context.get("request")
+        user = getattr(request, "user", None)
+        page = context.render_context[_PAGE] = (
+            user, can_control(user) if user is not None else False,
+            request.get_full_path() if request else "", str(context.get("csrf_token") or ""))
+    return page
+
+
+_PAGE = object()
+
+
 @register.simple_tag(takes_context=True)
 def instance_row(context, instance):
     """One row of the status list, with its buttons and desktop links."""
-    request = context.get("request")
+    user, allowed, next_url, token = _page(context)
     return markup.list_row(
-        instance, links=vnc_links(instance, getattr(request, "user", None)),
-        buttons=instance_controls(context, instance, compact=True), now=context.get("now"))
+        instance, links=vnc_links(instance, user),
+        buttons=markup.controls(instance, allowed=allowed, next_url=next_url, csrf_token=token,
+                                compact=True),
+        now=context.get("now"))
 
 
 @register.simple_tag(takes_context=True)
 def instance_controls(context, instance, next_url="", compact=False):
     """Start/Stop/Restart/Recreate as one form; `compact` (list rows) leaves out the titles."""
-    request = context.get("request")
-    user = getattr(request, "user", None)
-    return markup.controls(
-        instance, allowed=can_control(user) if user is not None else False,
-        next_url=next_url or (request.get_full_path() if request else ""),
-        csrf_token=str(context.get("csrf_token") or ""), compact=compact)
+    _, allowed, here, token = _page(context)
+    return markup.controls(instance, allowed=allowed, next_url=next_url or here,
+                           csrf_token=token, compact=compact)
 
 
 @register.simple_tag(takes_context=True)

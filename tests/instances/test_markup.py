@@ -58,6 +58,21 @@ def test_a_page_renders_the_same_templates_for_5_rows_as_for_50(client, root, ur
     assert sorted(many) == sorted(few), set(many) ^ set(few) or len(many) - len(few)
 
 
+def test_what_every_row_shares_is_worked_out_once_a_page(client, root, monkeypatch):
+    """The user's right to control, the page's own URL and the CSRF token are the same for every
+    row; each row used to work them out again."""
+    from instances.templatetags import claworc_controls
+
+    calls = []
+    real = claworc_controls.can_control
+    monkeypatch.setattr(claworc_controls, "can_control", lambda u: calls.append(u) or real(u))
+    _fleet("once", 20, 42000)
+    page = client.get("/?q=once").content.decode()
+    assert page.count('name="next" value="/?q=once"') == 20
+    assert page.count('name="csrfmiddlewaretoken"') >= 20
+    assert len(calls) == 1
+
+
 def test_every_value_in_a_row_is_escaped(client, root):
     inst = Instance.objects.create(
         name="bot-hostile", display_name=HOSTILE, status="running", status_message=HOSTILE,
