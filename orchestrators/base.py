@@ -404,12 +404,15 @@ class Orchestrator(abc.ABC):
     #: the cluster does (Kubernetes: the kubelet pulls, and `pull_events` reports it).
     pulls_images: ClassVar[bool] = False
 
-    def image_present(self, image: str) -> bool:
-        """Whether `image` is on the host, so a workload can be made from it without a pull.
+    def local_image(self, image: str) -> str | None:
+        """What the host holds of `image`, from one look: None when it is not there (a pull is
+        needed first), else its repository digest ("" when it has none, as a locally built
+        image). Backends that do not pull (pulls_images False) answer ""."""
+        return ""
 
-        Backends that do not pull (pulls_images False) answer True.
-        """
-        return True
+    def image_present(self, image: str) -> bool:
+        """Whether `image` is on the host, so a workload can be made from it without a pull."""
+        return self.local_image(image) is not None
 
     def pull(self, image: str, *, auth: RegistryAuth | None = None,
              on_progress: Callable[[PullProgress], None] | None = None) -> str:
@@ -423,7 +426,7 @@ class Orchestrator(abc.ABC):
 
     def image_digest(self, image: str) -> str:
         """The repository digest the host holds for `image` ("" when it holds none)."""
-        return ""
+        return self.local_image(image) or ""
 
     def resolve_digest(self, image: str, *, auth: RegistryAuth | None = None) -> str:
         """The digest `image`'s tag points at in its registry now. PullError when unknowable."""

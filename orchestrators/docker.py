@@ -1112,22 +1112,14 @@ class DockerOrchestrator(Orchestrator):
 
     pulls_images = True
 
-    def image_present(self, image: str) -> bool:
-        with self._translate(image, "inspect the image"):
-            try:
-                self.client.api.inspect_image(image)
-            except docker.errors.NotFound:  # ImageNotFound is one
-                return False
-        return True
-
-    def image_digest(self, image: str) -> str:
-        """The host's repository digest for `image`, from the image's RepoDigests."""
+    def local_image(self, image: str) -> str | None:
+        """None when the host has no `image`; else its repository digest, from RepoDigests."""
         repository, _ = docker.utils.parse_repository_tag(image)
         with self._translate(image, "inspect the image"):
             try:
                 attrs = self.client.api.inspect_image(image)
-            except docker.errors.NotFound:
-                return ""
+            except docker.errors.NotFound:  # ImageNotFound is one
+                return None
         for entry in attrs.get("RepoDigests") or []:
             name, _, digest = entry.partition("@")
             if name == repository:

@@ -161,12 +161,9 @@ class FakePullingOrchestrator(FakeOrchestrator):
     #: image -> what pulling it does: an exception to raise, or a digest to end with
     registry: dict[str, object] = field(default_factory=dict)
 
-    def image_present(self, image: str) -> bool:
-        self._call("image_present", image)
-        return image in self.images
-
-    def image_digest(self, image: str) -> str:
-        return self.images.get(image, "")
+    def local_image(self, image: str) -> str | None:
+        self._call("local_image", image)
+        return self.images.get(image)
 
     def resolve_digest(self, image, *, auth=None) -> str:
         from orchestrators.base import PullError

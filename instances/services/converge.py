@@ -183,11 +183,12 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
     recreate = instance.recreate_requested > instance.recreate_done
     restart = not recreate and instance.restart_requested > instance.restart_done
     orch = None
+    digest = None  # of the image the workload runs, when the host pulls (one inspect for both)
     try:
         orch = get_orchestrator()
         if instance.desired_state == Instance.DesiredState.RUNNING:
             spec = instance_spec(instance, privileged=orch.privileged)
-            if orch.pulls_images and not orch.image_present(spec.image):
+            if orch.pulls_images and (digest := orch.local_image(spec.image)) is None:
                 # Pull first, replace second: the workload is left as it is (running) until
                 # the image is on the host; the pull's own task reconciles us again then.
                 return _wait_for_image(instance, orch, spec.image)
@@ -207,8 +208,9 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
     if instance.desired_state == Instance.DesiredState.STOPPED and not observed.exists:
         message = "No workload exists: it is made when the instance is started."
     _done_with(instance, failed=False, status=status, message=message)
-    if orch.pulls_images and instance.desired_state == Instance.DesiredState.RUNNING:
-        _running_digest_write(instance, orch)
+    if digest is not None and digest != instance.running_digest:
+        # For "update available"; the image is the one ensure() just made the workload from.
+        Instance.objects.filter(pk=instance.pk).update(running_digest=digest)
     what = ("recreate" if recreate else "restart" if restart
             else "ensure" if instance.desired_state == "running" else "stop")
     activity_record(
@@ -255,16 +257,6 @@ def _run_moving_ports(instance: Instance, orch: Orchestrator, spec: InstanceSpec
             logger.warning("%s: %s", instance.name, text)
             spec = dataclasses.replace(spec, port_chrome=moved.port_chrome,
                                        port_terminal=moved.port_terminal)
-
-
-def _running_digest_write(instance: Instance, orch: Orchestrator) -> None:
-    """Record the digest of the image the workload runs (for "update available")."""
-    try:
-        digest = orch.image_digest(instance.effective_image)
-    except (FinalError, TransientError):
-        return  # only informative: the next converge records it
-    if digest != instance.running_digest:
-        Instance.objects.filter(pk=instance.pk).update(running_digest=digest)
 
 
 def _wait_for_image(instance: Instance, orch: Orchestrator, image: str) -> str:

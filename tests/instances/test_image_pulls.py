@@ -73,6 +73,15 @@ def test_missing_image_is_pulled_once_while_the_workloads_keep_running(
         "action", "result")
 
 
+def test_a_converge_looks_at_the_image_once(host):
+    """Whether the image is there and which digest the workload runs came from two inspects of
+    the same image per converge; one answers both."""
+    a = _make("bot-a")
+    assert _converge(a.pk) == "running"
+    assert host.ops("local_image") == [OLD]
+    assert Instance.objects.get(pk=a.pk).running_digest == "sha256:old"
+
+
 def test_a_live_pull_is_joined_and_a_second_worker_finds_it_busy(host):
     a = _make("bot-a", image=NEW)
     assert _converge(a.pk) == "pulling"
