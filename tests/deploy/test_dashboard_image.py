@@ -227,6 +227,18 @@ def test_dashboard_in_docker_creates_a_sibling_bot_that_sees_its_config(
             return not left()
 
     _wait_for(gone, 60, "the bot container and its volumes were not removed")
+
+    def row_gone():
+        # The row and the delete's Activity go after the volumes: the teardown is over then.
+        out = _manage_shell(dashboard, (
+            "from instances.models import Activity, Instance\n"
+            f"print('LEFT', Instance.objects.filter(name={names['bot']!r}).exists(),"
+            f" Activity.objects.filter(instance_name={names['bot']!r}, action='delete',"
+            " result='ok').exists())\n"
+        ))
+        return "LEFT False True" in out
+
+    _wait_for(row_gone, 60, "the instance's row was not removed", interval=2)
     # Nothing in the dashboard tried to write where its unprivileged user may not.
     assert "Permission denied" not in dashboard.logs().decode()
     assert left() == set()

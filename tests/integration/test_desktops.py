@@ -108,6 +108,11 @@ def test_desktop_through_the_dashboard_only(desktop_stack, docker_client):
     assert list(container.attrs["NetworkSettings"]["Networks"]) == [stack.network]
 
     desktop = f"{base}/instances/{name}/desktop/chrome/"
+    # "running" is the container's state, a moment before noVNC inside it answers; a page
+    # opened in between would show the proxy's 502 and not try again. A file through the proxy
+    # opens no session.
+    wait_for(f"{name}'s noVNC through the dashboard", lambda: admin.http.get(
+        f"{desktop}vnc.html", timeout=10).status_code == 200, timeout=3 * TASK_TIME_LIMIT)
     ws_url = base.replace("http://", "ws://") + f"/instances/{name}/desktop/chrome/websockify"
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:

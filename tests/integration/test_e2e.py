@@ -23,6 +23,18 @@ from tests.integration.support import (
 pytestmark = [pytest.mark.docker, pytest.mark.worker, pytest.mark.slow]
 
 
+def _task_budget(stack) -> float:
+    """A task run to its time limit twice (a retry) with time to be picked up: what one step of
+    the worker may take on a loaded machine."""
+    return 3 * int(stack.env["CLAWORC_TASK_TIME_LIMIT"])
+
+
+def _recorded(stack, name: str, action: str, result: str = "ok") -> bool:
+    # The worker writes the status first and its Activity right after (converge.py), and a
+    # delete's "ok" after the row is gone: a wait on the status alone can end in between.
+    return (action, result) in [(a, r) for a, r, _, _ in stack.db.activities(name)]
+
+
 @pytest.mark.parametrize("broker", [pytest.param("redis", marks=pytest.mark.redis), "sqla"])
 def test_admin_add_stop_delete(make_stack, docker_client, broker):
     stack = make_stack(broker=broker)
@@ -51,18 +63,23 @@ def test_admin_add_stop_delete(make_stack, docker_client, broker):
     assert f"http://127.0.0.1:{row['port_chrome']}/vnc.html?autoconnect=true" in listing
     assert f"http://127.0.0.1:{row['port_terminal']}/vnc.html?autoconnect=true" in listing
 
+    wait_for("the create's activity", lambda: _recorded(stack, name, "ensure"),
+             timeout=_task_budget(stack))
     said = admin.action("stop_instances", [row["id"]])
     assert f"Queued stop of 1 instance: {name}." in said
-    wait_for("the stop", lambda: stack.db.instance(name)["status"] == "stopped", timeout=30)
+    wait_for("the stop", lambda: stack.db.instance(name)["status"] == "stopped"
+             and _recorded(stack, name, "stop"), timeout=_task_budget(stack))
     container.reload()
     assert container.status == "exited"
     assert port_is_closed(row["port_chrome"]) and port_is_closed(row["port_terminal"])
 
     said = admin.action("delete_with_volumes", [row["id"]], confirm="yes")
     assert f"Queued deletion of 1 instance: {name}." in said
-    # The row goes last, after the container and the volumes: wait for the whole end state.
+    # The container goes first, then the volumes, the row and last its Activity: wait for the
+    # whole end state.
     wait_for("nothing left", lambda: docker_objects(docker_client, name) == ([], [])
-             and stack.db.instance(name) is None, timeout=30)
+             and stack.db.instance(name) is None and _recorded(stack, name, "delete"),
+             timeout=_task_budget(stack))
     assert stack.db.rows("SELECT COUNT(*) FROM instances_portallocation") == [(0,)]
     assert not (stack.config_dir / name).exists()
     actions = [(a, r) for a, r, _, _ in stack.db.activities(name)]

@@ -27,8 +27,10 @@ def test_fleet_update_runs_in_batches_and_stops_at_the_first_failure(
     for row in rows:
         assert "200000-fleet1" in port_answers(row["port_chrome"])
     assert stack.db.rows("SELECT COUNT(*), MAX(attempts) FROM instances_imagepull") == [(1, 1)]
-    assert {r[0] for r in stack.db.rows("SELECT running_digest FROM instances_instance")} == {
-        v1.digest}
+    # The digest is written just after the status that wait_running saw.
+    wait_for("the running digests", lambda: {r[0] for r in stack.db.rows(
+        "SELECT running_digest FROM instances_instance")} == {v1.digest},
+        timeout=3 * int(stack.env["CLAWORC_TASK_TIME_LIMIT"]))
 
     # The tag moves; one instance now asks for more CPUs than the host has, so its recreate
     # fails, as a bad spec would.

@@ -16,7 +16,7 @@ from tests.integration.support import Admin, port_answers, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.worker, pytest.mark.slow, pytest.mark.redis]
 
-TASK_TIME_LIMIT = 10  # what Stack sets CLAWORC_TASK_TIME_LIMIT to
+TASK_TIME_LIMIT = 10  # the stack's CLAWORC_TASK_TIME_LIMIT; the payload is sized on it
 PAYLOAD = 1_600_000
 RATE = 60_000  # bytes/s: the payload alone takes about 27 s, well over the task limit
 
@@ -49,7 +49,8 @@ class Poller(threading.Thread):
 
 def test_image_change_pulls_first_with_progress_and_replaces_quickly(
         make_stack, docker_client, test_registry, served_images):
-    stack = make_stack(broker="redis", extra_env={"CLAWORC_PULL_TIMEOUT": "300"})
+    stack = make_stack(broker="redis", extra_env={
+        "CLAWORC_PULL_TIMEOUT": "300", "CLAWORC_TASK_TIME_LIMIT": str(TASK_TIME_LIMIT)})
     stack.start_web()
     stack.start_worker()
     admin = Admin(stack.base_url)
@@ -103,12 +104,12 @@ def test_image_change_pulls_first_with_progress_and_replaces_quickly(
     # Downtime is that of a recreate, not of the pull.
     assert outage < min(10.0, pulled_in / 2), (
         f"the bot was down {outage:.1f} s (the pull took {pulled_in:.1f} s); seen {seen}")
-    final = wait_for("running", lambda: (r := stack.db.instance(name))["status"] == "running"
-                     and r, timeout=30)
+    # The digest the workload runs is written just after its status: wait for both.
+    final = wait_for("running on the new digest", lambda: (
+        r := stack.db.instance(name))["status"] == "running" and stack.db.rows(
+        "SELECT running_digest FROM instances_instance WHERE name = %s",
+        (name,))[0][0] == served.digest and r, timeout=3 * TASK_TIME_LIMIT)
     assert final["port_chrome"] == row["port_chrome"]
-    digest = stack.db.rows("SELECT running_digest FROM instances_instance WHERE name = %s",
-                           (name,))[0][0]
-    assert digest == served.digest
     state, attempts, pulled = stack.db.rows(
         "SELECT state, attempts, bytes_done FROM instances_imagepull WHERE image = %s",
         (new_image,))[0]
