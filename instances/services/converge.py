@@ -209,7 +209,8 @@ def _converge_locked(instance: Instance, *, last_attempt: bool) -> str:
         message = "No workload exists: it is made when the instance is started."
     _done_with(instance, failed=False, status=status, message=message)
     if digest is not None and digest != instance.running_digest:
-        # For "update available"; the image is the one ensure() just made the workload from.
+        # For "update available": what the host held under the spec's image name when ensure()
+        # ran (one inspect before it, as no pull happens in between).
         Instance.objects.filter(pk=instance.pk).update(running_digest=digest)
     what = ("recreate" if recreate else "restart" if restart
             else "ensure" if instance.desired_state == "running" else "stop")
