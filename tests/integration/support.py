@@ -418,6 +418,16 @@ class Stack:
             raise AssertionError(f"{exc}\nrow: {self.db.instance(name)}\n{self.logs()}") from None
 
 
+    def lease_ttl(self) -> float:
+        """Seconds a killed worker's lease holds its instance, by the production formula applied
+        to this stack's task time limit."""
+        from django.test import override_settings
+
+        from instances.services.leases import lease_ttl
+
+        with override_settings(CLAWORC_TASK_TIME_LIMIT=int(self.env["CLAWORC_TASK_TIME_LIMIT"])):
+            return lease_ttl().total_seconds()
+
     def name(self, suffix: str) -> str:
         return f"{self.prefix}{suffix}"
 

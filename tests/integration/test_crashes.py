@@ -22,8 +22,7 @@ BROKERS = [pytest.param("redis", marks=pytest.mark.redis), "sqla"]
 def _recovery_budget(stack) -> float:
     """Lease TTL + two reconcile intervals, from the stack's own settings, plus what one converge
     takes on a loaded machine (create and start a container, ~1 s idle)."""
-    ttl = int(stack.env["CLAWORC_TASK_TIME_LIMIT"]) + 10
-    return ttl + 2 * RECONCILE_INTERVAL + 30
+    return stack.lease_ttl() + 2 * RECONCILE_INTERVAL + 30
 
 
 def _arm(stack, tmp_path, step: str):

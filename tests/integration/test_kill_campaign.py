@@ -32,8 +32,7 @@ def _recovery_budget(stack, instances: int, concurrency: int) -> float:
     """From the stack's settings: a killed worker's lease expires (TTL), reconcile_all sends what
     is owed within two intervals, and the converges then take their turn on the workers (a few
     seconds each on a loaded 2-core machine)."""
-    ttl = int(stack.env["CLAWORC_TASK_TIME_LIMIT"]) + 10
-    return ttl + 2 * RECONCILE_INTERVAL + 30 + 5 * instances / concurrency
+    return stack.lease_ttl() + 2 * RECONCILE_INTERVAL + 30 + 5 * instances / concurrency
 
 
 def test_random_kills_while_creating_lose_and_duplicate_nothing(make_stack, docker_client):
