@@ -410,10 +410,6 @@ class Orchestrator(abc.ABC):
         image). Backends that do not pull (pulls_images False) answer ""."""
         return ""
 
-    def image_present(self, image: str) -> bool:
-        """Whether `image` is on the host, so a workload can be made from it without a pull."""
-        return self.local_image(image) is not None
-
     def pull(self, image: str, *, auth: RegistryAuth | None = None,
              on_progress: Callable[[PullProgress], None] | None = None) -> str:
         """Pull `image` onto the host; return its repository digest ("" when it has none).

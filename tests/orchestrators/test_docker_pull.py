@@ -80,13 +80,13 @@ def test_pull_reports_progress_summed_over_layers(orch, test_registry, served_im
     served = served_images(600_000)
     test_registry.rate = 150_000  # a few seconds: several progress reports on the way
     ref = test_registry.add("claworc-pull", "progress", served)
-    assert not orch.image_present(ref)
+    assert orch.local_image(ref) is None
     seen = []
 
     digest = orch.pull(ref, on_progress=seen.append)
 
     assert digest == served.digest
-    assert orch.image_present(ref) and orch.image_digest(ref) == served.digest
+    assert orch.local_image(ref) == orch.image_digest(ref) == served.digest
     sized = [p for p in seen if p.bytes_total]
     assert sized, "no progress with sizes was reported"
     # Bytes grow as the layers arrive, and the last report has every layer done.
@@ -135,7 +135,7 @@ def test_private_registry_needs_its_credentials(orch, test_registry, served_imag
     assert orch.resolve_digest(ref, auth=RegistryAuth("robot", "s3cret-pull-password")) == (
         test_registry.images["claworc-private"]["v1"].digest)
     orch.pull(ref, auth=RegistryAuth("robot", "s3cret-pull-password"))
-    assert orch.image_present(ref)
+    assert orch.local_image(ref) is not None
 
 
 @pytest.mark.docker

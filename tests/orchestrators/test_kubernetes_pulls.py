@@ -58,5 +58,5 @@ def test_pull_events_of_an_instance_come_from_the_cluster(kube_api, orch):
         '12:00:09 Failed: Failed to pull image "registry.example/agent:2": rpc error: code = '
         "NotFound",
     ]
-    assert orch.pulls_images is False and orch.image_present("anything") is True
+    assert orch.pulls_images is False and orch.local_image("anything") == ""
     assert orch.pull_events("bot-none") == []
