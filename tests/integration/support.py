@@ -418,6 +418,11 @@ class Stack:
             raise AssertionError(f"{exc}\nrow: {self.db.instance(name)}\n{self.logs()}") from None
 
 
+    def step_budget(self) -> float:
+        """Seconds one step of the worker may take on a loaded machine: a task run to this
+        stack's time limit twice (a retry), with time to be picked up."""
+        return 3 * int(self.env["CLAWORC_TASK_TIME_LIMIT"])
+
     def lease_ttl(self) -> float:
         """Seconds a killed worker's lease holds its instance, by the production formula applied
         to this stack's task time limit."""

@@ -97,7 +97,7 @@ def test_desktop_through_the_dashboard_only(desktop_stack, docker_client):
     name = stack.name("desk")
     admin.add_instance(name)
     wait_for(f"{name} running", lambda: (stack.db.instance(name) or {}).get("status")
-             == "running", timeout=3 * TASK_TIME_LIMIT)
+             == "running", timeout=stack.step_budget())
     row = stack.db.instance(name)
 
     # Nothing of the instance is published on the host; it sits on the shared network.
@@ -112,7 +112,7 @@ def test_desktop_through_the_dashboard_only(desktop_stack, docker_client):
     # opened in between would show the proxy's 502 and not try again. A file through the proxy
     # opens no session.
     wait_for(f"{name}'s noVNC through the dashboard", lambda: admin.http.get(
-        f"{desktop}vnc.html", timeout=10).status_code == 200, timeout=3 * TASK_TIME_LIMIT)
+        f"{desktop}vnc.html", timeout=10).status_code == 200, timeout=stack.step_budget())
     ws_url = base.replace("http://", "ws://") + f"/instances/{name}/desktop/chrome/websockify"
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:

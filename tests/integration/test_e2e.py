@@ -23,12 +23,6 @@ from tests.integration.support import (
 pytestmark = [pytest.mark.docker, pytest.mark.worker, pytest.mark.slow]
 
 
-def _task_budget(stack) -> float:
-    """A task run to its time limit twice (a retry) with time to be picked up: what one step of
-    the worker may take on a loaded machine."""
-    return 3 * int(stack.env["CLAWORC_TASK_TIME_LIMIT"])
-
-
 def _recorded(stack, name: str, action: str, result: str = "ok") -> bool:
     # The worker writes the status first and its Activity right after (converge.py), and a
     # delete's "ok" after the row is gone: a wait on the status alone can end in between.
@@ -64,11 +58,11 @@ def test_admin_add_stop_delete(make_stack, docker_client, broker):
     assert f"http://127.0.0.1:{row['port_terminal']}/vnc.html?autoconnect=true" in listing
 
     wait_for("the create's activity", lambda: _recorded(stack, name, "ensure"),
-             timeout=_task_budget(stack))
+             timeout=stack.step_budget())
     said = admin.action("stop_instances", [row["id"]])
     assert f"Queued stop of 1 instance: {name}." in said
     wait_for("the stop", lambda: stack.db.instance(name)["status"] == "stopped"
-             and _recorded(stack, name, "stop"), timeout=_task_budget(stack))
+             and _recorded(stack, name, "stop"), timeout=stack.step_budget())
     container.reload()
     assert container.status == "exited"
     assert port_is_closed(row["port_chrome"]) and port_is_closed(row["port_terminal"])
@@ -79,7 +73,7 @@ def test_admin_add_stop_delete(make_stack, docker_client, broker):
     # whole end state.
     wait_for("nothing left", lambda: docker_objects(docker_client, name) == ([], [])
              and stack.db.instance(name) is None and _recorded(stack, name, "delete"),
-             timeout=_task_budget(stack))
+             timeout=stack.step_budget())
     assert stack.db.rows("SELECT COUNT(*) FROM instances_portallocation") == [(0,)]
     assert not (stack.config_dir / name).exists()
     actions = [(a, r) for a, r, _, _ in stack.db.activities(name)]

@@ -30,7 +30,7 @@ def test_fleet_update_runs_in_batches_and_stops_at_the_first_failure(
     # The digest is written just after the status that wait_running saw.
     wait_for("the running digests", lambda: {r[0] for r in stack.db.rows(
         "SELECT running_digest FROM instances_instance")} == {v1.digest},
-        timeout=3 * int(stack.env["CLAWORC_TASK_TIME_LIMIT"]))
+        timeout=stack.step_budget())
 
     # The tag moves; one instance now asks for more CPUs than the host has, so its recreate
     # fails, as a bad spec would.

@@ -108,7 +108,7 @@ def test_image_change_pulls_first_with_progress_and_replaces_quickly(
     final = wait_for("running on the new digest", lambda: (
         r := stack.db.instance(name))["status"] == "running" and stack.db.rows(
         "SELECT running_digest FROM instances_instance WHERE name = %s",
-        (name,))[0][0] == served.digest and r, timeout=3 * TASK_TIME_LIMIT)
+        (name,))[0][0] == served.digest and r, timeout=stack.step_budget())
     assert final["port_chrome"] == row["port_chrome"]
     state, attempts, pulled = stack.db.rows(
         "SELECT state, attempts, bytes_done FROM instances_imagepull WHERE image = %s",
