@@ -292,20 +292,15 @@ def snapshot(tag: str):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(copy)
         return
-    import psycopg
-
     s = connection.settings_dict
-    admin = (f"postgresql://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:"
-             f"{s['PORT'] or 5432}/postgres")
+    server = (f"postgresql://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:"
+              f"{s['PORT'] or 5432}")
     copy = f"{original}_{tag}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{original}"')
-    try:
-        yield copy
-    finally:
-        use_database(original)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+    with postgres_database(server, name=copy, template=original):
+        try:
+            yield copy
+        finally:
+            use_database(original)
 
 
 def time_pages(client, url: str, databases: dict[str, str]) -> dict[str, tuple[float, int, int]]:
@@ -422,13 +417,15 @@ def run_db_phase(env_file: str, rows_file: str, database_url: str, prefix: str) 
 
 
 @contextlib.contextmanager
-def postgres_database(url: str):
+def postgres_database(url: str, *, name: str = "", template: str = ""):
+    """A new database on the PostgreSQL server at `url` (a copy of `template` if given), by URL;
+    dropped on leaving."""
     import psycopg
 
-    name = f"claworc_bench_{uuid.uuid4().hex[:8]}"
+    name = name or f"claworc_bench_{uuid.uuid4().hex[:8]}"
     admin = url.rstrip("/") + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield url.rstrip("/") + f"/{name}"
     finally:
